@@ -1,0 +1,1 @@
+"""GitLab-compatible error tracking on AWS Chalice and DynamoDB."""

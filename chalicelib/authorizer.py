@@ -1,0 +1,248 @@
+"""Who may call what: the HTTP middleware that authenticates every API request and checks its role.
+
+Each route states what it needs with :func:`requires`, right under its ``@app.route``. The
+middleware reads that, then decides in GitLab's order: authenticate the token (401), check its
+scope and the user's state (403), find the project (404), check the role (403). Only then does the
+view run, with everything it needs already loaded (:func:`current`).
+
+Round trips: one read for the token (a BatchGetItem that also resolves a path id), one
+BatchGetItem for user, project, membership and whatever the route preloads.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import enum
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from chalice.app import Chalice, Request, Response
+
+from chalicelib import errors, models
+from chalicelib.models import (
+    MAINTAINER,
+    OWNER,
+    AccessToken,
+    ClientKey,
+    Entity,
+    ErrorTrackingSetting,
+    Key,
+    Membership,
+    Project,
+    ProjectPathClaim,
+    User,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+_BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
+_DIGITS = re.compile(r"^\d+$")
+
+
+class Preload(enum.Enum):
+    """Items a route needs besides the project, fetched in the same BatchGetItem."""
+
+    SETTING = "setting"
+    CLIENT_KEY = "client_key"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    role: int | None  # None: any authenticated user, no project involved
+    preload: tuple[Preload, ...] = ()
+
+
+@dataclass
+class Access:
+    """What the middleware established about the request, for the view."""
+
+    user: User
+    token: AccessToken
+    project: Project | None = None
+    access_level: int = 0
+    setting: ErrorTrackingSetting | None = None
+    client_key: ClientKey | None = None
+
+
+_current: contextvars.ContextVar[Access | None] = contextvars.ContextVar("access", default=None)
+
+
+def current() -> Access:
+    access = _current.get()
+    if access is None:  # a route without @requires: the middleware would have refused it
+        raise RuntimeError("no authorized request in progress")
+    return access
+
+
+def current_project() -> Project:
+    project = current().project
+    if project is None:
+        raise RuntimeError("route declared no project role")
+    return project
+
+
+def requires(role: int | None, *, preload: tuple[Preload, ...] = ()) -> Callable[[F], F]:
+    """Declare what a route needs: a project role (``models.MAINTAINER``...) or None for any user."""
+
+    def mark(view: F) -> F:
+        view.requirement = Requirement(role, preload)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def undeclared_routes(app: Chalice) -> list[str]:
+    """Routes that forgot to say what they need (a test keeps this empty)."""
+    return [
+        f"{method} {path}"
+        for path, methods in app.routes.items()
+        for method, entry in methods.items()
+        if not isinstance(getattr(entry.view_function, "requirement", None), Requirement)
+    ]
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def extract_token(request: Request) -> str | None:
+    """GitLab's order: ``private_token`` query parameter, ``PRIVATE-TOKEN`` header, Bearer header."""
+    query: Mapping[str, str] = request.query_params or {}
+    token = query.get("private_token") or request.headers.get("private-token")
+    if not token:
+        match = _BEARER.match(request.headers.get("authorization", ""))
+        token = match.group(1) if match else None
+    return token or None
+
+
+def parse_project_id(raw: str) -> int | str | None:
+    """A numeric id, a full path (decoded exactly once), or None for something that is neither."""
+    if _DIGITS.match(raw):
+        return int(raw)
+    decoded = unquote(raw)
+    if _DIGITS.match(decoded):
+        return int(decoded)
+    return decoded if "/" in decoded.strip("/") else None
+
+
+def parse_key_id(raw: str | None) -> int | None:
+    return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 12 else None
+
+
+def _check_token(token: AccessToken | None, method: str) -> None:
+    # GitLab's AccessTokenValidationService order: expired, revoked, then scope.
+    if token is None:
+        raise errors.unauthorized()
+    if token.expires_at and token.expires_at <= dt.datetime.now(dt.UTC).date().isoformat():
+        raise errors.token_expired()
+    if token.revoked:
+        raise errors.token_revoked()
+    scopes = set(token.scopes or [])
+    if "api" not in scopes and not (method in READ_METHODS and "read_api" in scopes):
+        raise errors.insufficient_scope()
+
+
+def _check_user(user: Entity | None) -> User:
+    if not isinstance(user, User):
+        raise errors.unauthorized()
+    if user.state == "blocked":
+        raise errors.user_blocked()
+    return user
+
+
+def _role(user: User, project: Project, membership: Entity | None) -> int:
+    if user.admin:
+        return OWNER
+    return int(membership.access_level) if isinstance(membership, Membership) else 0
+
+
+def authorize(request: Request, requirement: Requirement) -> Access:
+    """Decide whether ``request`` may run; the Access it returns holds what was loaded."""
+    token_value = extract_token(request)
+    if token_value is None:
+        raise errors.unauthorized()
+    params = request.uri_params or {}
+    project_ref = parse_project_id(params["id"]) if requirement.role is not None else None
+
+    # Round trip 1: the token, and the path claim when the project is named by path.
+    token_key = AccessToken.key(token_digest(token_value))
+    first = [token_key]
+    if isinstance(project_ref, str):
+        first.append(ProjectPathClaim.key(project_ref))
+    found = models.fetch(first)
+    token = found.get(token_key)
+    _check_token(token if isinstance(token, AccessToken) else None, request.method)
+    assert isinstance(token, AccessToken)
+    if isinstance(project_ref, str):
+        claim = found.get(ProjectPathClaim.key(project_ref))
+        project_ref = int(claim.project_id) if isinstance(claim, ProjectPathClaim) else None
+
+    # Round trip 2: user, project, membership and the route's preloads.
+    user_key = User.key(int(token.user_id))
+    second: list[Key] = [user_key]
+    if isinstance(project_ref, int):
+        second += [Project.key(project_ref), Membership.key(project_ref, int(token.user_id))]
+        if Preload.SETTING in requirement.preload:
+            second.append(ErrorTrackingSetting.key(project_ref))
+        key_id = parse_key_id(params.get("key_id"))
+        if Preload.CLIENT_KEY in requirement.preload and key_id is not None:
+            second.append(ClientKey.key(project_ref, key_id))
+    loaded = models.fetch(second)
+    user = _check_user(loaded.get(user_key))
+    access = Access(user=user, token=token)
+    if requirement.role is None:
+        return access
+
+    project = loaded.get(Project.key(project_ref)) if isinstance(project_ref, int) else None
+    if not isinstance(project, Project):
+        raise errors.not_found("Project")
+    level = _role(user, project, loaded.get(Membership.key(int(project.project_id), int(user.user_id))))
+    if level == 0 and project.visibility == "private":
+        raise errors.not_found("Project")
+    if level < requirement.role:
+        raise errors.forbidden()
+    access.project, access.access_level = project, level
+    for item in loaded.values():
+        if isinstance(item, ErrorTrackingSetting):
+            access.setting = item
+        elif isinstance(item, ClientKey):
+            access.client_key = item
+    return access
+
+
+def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]], Response]:
+    """The HTTP middleware for ``app``: authorization first, GitLab-shaped errors always."""
+
+    def authorize_request(request: Request, get_response: Callable[[Request], Response]) -> Response:
+        token = None
+        try:
+            entry = app.routes.get(request.path, {}).get(request.method)
+            if entry is not None:  # an unknown method falls through to Chalice's 405
+                requirement = getattr(entry.view_function, "requirement", None)
+                if not isinstance(requirement, Requirement):
+                    raise errors.forbidden()
+                token = _current.set(authorize(request, requirement))
+            response = get_response(request)
+        except errors.ApiError as error:
+            response = error.to_response()
+        except Exception:
+            # Never a trace on the wire; the log has it (and never the token: it is not in the message).
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = errors.message(500, "Internal Server Error").to_response()
+        finally:
+            if token is not None:
+                _current.reset(token)
+        return errors.normalize(response)
+
+    return authorize_request
+
+
+__all__ = ["MAINTAINER", "Access", "Preload", "current", "middleware", "requires"]

@@ -1,0 +1,92 @@
+"""Client keys: the public keys behind Sentry DSNs.
+
+Every key is two items written together in one transaction: the key in its project's partition
+(listed by a Query, ordered by id) and a claim on its public key (so ingestion finds a key by the
+public key alone, and no two keys ever share one). The project's count of active keys moves in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib import errors, models
+from chalicelib.models import CLIENT_KEY_PREFIX, ClientKey, Project, PublicKeyClaim
+
+PUBLIC_KEY_PREFIX = "glet_"
+_ATTEMPTS = 3
+
+
+def is_conflict(exc: Exception) -> bool:
+    """A conditional write or transaction lost a race (or found the item gone)."""
+    code = getattr(exc, "cause_response_code", None)
+    return isinstance(exc, PutError | UpdateError | TransactWriteError) and code in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
+
+
+def new_public_key() -> str:
+    return PUBLIC_KEY_PREFIX + secrets.token_hex(16)
+
+
+def list_keys(project_id: int) -> list[ClientKey]:
+    """Every key of the project, ordered by id: one Query (more only past 1 MB of keys)."""
+    pk = Project.key(project_id)[0]
+    return list(ClientKey.query(pk, ClientKey.sk.startswith(CLIENT_KEY_PREFIX), consistent_read=True))
+
+
+def add_key_to(tw: TransactWrite, project: Project) -> ClientKey:
+    """Stage a new active key for ``project`` in the transaction ``tw``; returns it."""
+    project_id = int(project.project_id)
+    key_id = models.next_id("client_key")
+    key: ClientKey = models.build(
+        ClientKey,
+        ClientKey.key(project_id, key_id),
+        key_id=key_id,
+        project_id=project_id,
+        public_key=new_public_key(),
+        active=True,
+        created_at=dt.datetime.now(dt.UTC),
+    )
+    claim = models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key), project_id=project_id, key_id=key_id)
+    tw.save(key, condition=ClientKey.pk.does_not_exist())
+    tw.save(claim, condition=PublicKeyClaim.pk.does_not_exist())
+    return key
+
+
+def create_key(project: Project) -> ClientKey:
+    """A new active key: one counter update and one transaction."""
+    for _ in range(_ATTEMPTS):
+        try:
+            with TransactWrite(connection=models.connection()) as tw:
+                key = add_key_to(tw, project)
+                tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
+            return key
+        except TransactWriteError as exc:
+            # Only a public key collision (2^-128) or a vanished project gets here; retry with new
+            # ids, then give up without having written anything.
+            if not is_conflict(exc):
+                raise
+    raise errors.service_unavailable()
+
+
+def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
+    """Delete ``key`` (already read by the authorizer); a racing second delete gets 404."""
+    if key is None:
+        raise errors.client_key_not_found()
+    try:
+        with TransactWrite(connection=models.connection()) as tw:
+            tw.delete(key, condition=ClientKey.pk.exists())
+            tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
+            if key.active:
+                tw.update(project, actions=[Project.active_keys.add(-1)])
+    except TransactWriteError as exc:
+        if is_conflict(exc):
+            raise errors.client_key_not_found() from exc
+        raise
+    return key

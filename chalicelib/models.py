@@ -1,0 +1,242 @@
+"""What is stored: one DynamoDB table, one PynamoDB model per kind of item.
+
+Single-table design, so that one BatchGetItem can fetch everything a request needs to decide
+(user, project, membership, setting, client key) in a single round trip.
+
+| item                | pk                        | sk                    |
+|---------------------|---------------------------|-----------------------|
+| Counter             | ``counter#<name>``        | ``counter``           |
+| User                | ``user#<id>``             | ``user``              |
+| UsernameClaim       | ``username#<lower name>`` | ``username``          |
+| AccessToken         | ``token#<sha256 hex>``    | ``token``             |
+| Project             | ``project#<id>``          | ``project``           |
+| ProjectPathClaim    | ``path#<lower full path>``| ``path``              |
+| Membership          | ``project#<id>``          | ``member#<user id>``  |
+| ErrorTrackingSetting| ``project#<id>``          | ``setting``           |
+| ClientKey           | ``project#<id>``          | ``clientkey#<id:012>``|
+| PublicKeyClaim      | ``publickey#<public key>``| ``publickey``         |
+
+The ``collection`` index (gsi1pk, gsi1sk) lists users, projects and tokens for the admin command;
+no request path reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    DiscriminatorAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib import config
+
+Key = tuple[str, str]
+
+GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER = 10, 20, 30, 40, 50
+ROLES = {"guest": GUEST, "reporter": REPORTER, "developer": DEVELOPER, "maintainer": MAINTAINER, "owner": OWNER}
+VISIBILITIES = ("private", "internal", "public")
+
+
+class CollectionIndex(GlobalSecondaryIndex["Entity"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "collection"
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True)
+    gsi1sk = UnicodeAttribute(range_key=True)
+
+
+class Entity(Model):
+    class Meta:
+        table_name = config.table_name()
+        region = config.region()
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    kind = DiscriminatorAttribute()
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    collection = CollectionIndex()
+
+    @classmethod
+    def _get_connection(cls) -> Any:
+        # Every kind of item lives in this one table: share one botocore client (creating one
+        # costs ~50 ms of service-model loading) instead of PynamoDB's client per model class.
+        return Model._get_connection.__func__(Entity)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def key(*parts: Any) -> Key:
+        raise NotImplementedError
+
+
+class Counter(Entity, discriminator="counter"):
+    value = NumberAttribute(default=0)
+
+    @staticmethod
+    def key(name: str) -> Key:
+        return f"counter#{name}", "counter"
+
+
+class User(Entity, discriminator="user"):
+    user_id = NumberAttribute()
+    username = UnicodeAttribute()
+    name = UnicodeAttribute()
+    admin = BooleanAttribute(default=False)
+    state = UnicodeAttribute(default="active")
+    created_at = UTCDateTimeAttribute()
+
+    @staticmethod
+    def key(user_id: int) -> Key:
+        return f"user#{user_id}", "user"
+
+
+class UsernameClaim(Entity, discriminator="username"):
+    """Makes usernames unique (case-insensitively) and findable."""
+
+    user_id = NumberAttribute()
+
+    @staticmethod
+    def key(username: str) -> Key:
+        return f"username#{username.lower()}", "username"
+
+
+class AccessToken(Entity, discriminator="token"):
+    """A personal access token, keyed by the SHA-256 digest of its secret: the secret is never stored."""
+
+    token_id = NumberAttribute()
+    user_id = NumberAttribute()
+    name = UnicodeAttribute()
+    scopes = UnicodeSetAttribute()
+    expires_at = UnicodeAttribute(null=True)  # ISO date; the token is expired from that day on (UTC)
+    revoked = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+
+    @staticmethod
+    def key(digest: str) -> Key:
+        return f"token#{digest}", "token"
+
+
+class Project(Entity, discriminator="project"):
+    project_id = NumberAttribute()
+    path_with_namespace = UnicodeAttribute()
+    name = UnicodeAttribute()
+    visibility = UnicodeAttribute(default="private")
+    # Kept with every key write, so that a settings save knows without a Query whether it must
+    # create the automatic first key.
+    active_keys = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+
+    @staticmethod
+    def key(project_id: int) -> Key:
+        return f"project#{project_id}", "project"
+
+
+class ProjectPathClaim(Entity, discriminator="path"):
+    """Makes full paths unique (case-insensitively) and resolves a path id to the numeric id."""
+
+    project_id = NumberAttribute()
+
+    @staticmethod
+    def key(full_path: str) -> Key:
+        return f"path#{full_path.lower()}", "path"
+
+
+class Membership(Entity, discriminator="member"):
+    project_id = NumberAttribute()
+    user_id = NumberAttribute()
+    access_level = NumberAttribute()
+
+    @staticmethod
+    def key(project_id: int, user_id: int) -> Key:
+        return f"project#{project_id}", f"member#{user_id}"
+
+
+class ErrorTrackingSetting(Entity, discriminator="setting"):
+    project_id = NumberAttribute()
+    enabled = BooleanAttribute(default=False)
+    integrated = BooleanAttribute(default=False)
+    api_url = UnicodeAttribute(null=True)
+    project_name = UnicodeAttribute(null=True)
+    organization_name = UnicodeAttribute(null=True)
+    # KMS ciphertext of the Sentry auth token, bound to the project by the encryption context.
+    encrypted_token = BinaryAttribute(null=True, legacy_encoding=False)
+    # Every save is conditional on the version it read, so racing PUT/PATCH never lose a field.
+    version = VersionAttribute()
+    updated_at = UTCDateTimeAttribute(null=True)
+
+    @staticmethod
+    def key(project_id: int) -> Key:
+        return f"project#{project_id}", "setting"
+
+
+CLIENT_KEY_PREFIX = "clientkey#"
+
+
+class ClientKey(Entity, discriminator="clientkey"):
+    key_id = NumberAttribute()
+    project_id = NumberAttribute()
+    public_key = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+    name = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    rate_limit_count = NumberAttribute(null=True)
+    rate_limit_window = NumberAttribute(null=True)
+
+    @staticmethod
+    def key(project_id: int, key_id: int) -> Key:
+        return f"project#{project_id}", f"{CLIENT_KEY_PREFIX}{key_id:012d}"
+
+
+class PublicKeyClaim(Entity, discriminator="publickey"):
+    """Finds a client key by its public key alone (what a Sentry SDK sends); written with the key."""
+
+    project_id = NumberAttribute()
+    key_id = NumberAttribute()
+
+    @staticmethod
+    def key(public_key: str) -> Key:
+        return f"publickey#{public_key}", "publickey"
+
+
+def build(cls: type[Entity], key: Key, **attributes: Any) -> Any:
+    """A new item of ``cls`` at ``key``."""
+    return cls(key[0], key[1], **attributes)
+
+
+def fetch(keys: list[Key]) -> dict[Key, Entity]:
+    """Read several items of any kind in one strongly consistent BatchGetItem (GetItem for one)."""
+    unique = list(dict.fromkeys(keys))
+    if len(unique) == 1:
+        try:
+            item = Entity.get(*unique[0], consistent_read=True)
+        except Entity.DoesNotExist:
+            return {}
+        return {unique[0]: item}
+    return {(item.pk, item.sk): item for item in Entity.batch_get(unique, consistent_read=True)}
+
+
+def next_id(name: str) -> int:
+    """The next value of a service-wide sequence: one atomic UpdateItem."""
+    counter = build(Counter, Counter.key(name))
+    counter.update(actions=[Counter.value.add(1)])
+    return int(counter.value)
+
+
+def connection() -> Any:
+    """The models' own connection (same client, same endpoint), for transactions."""
+    return Entity._get_connection().connection
+
+
+def reset_connections() -> None:
+    """Forget the cached botocore client (tests re-point the models at a fresh mock)."""
+    Entity._connection = None

@@ -1,0 +1,125 @@
+"""Request parameters as GitLab's Grape API reads them.
+
+Parameters come from the query string, a JSON body or a form body (urlencoded or multipart); the
+body wins on conflict. :class:`Params` validates them and gathers every problem into one 400.
+"""
+
+from __future__ import annotations
+
+import json
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qsl
+
+from chalice.app import Request
+
+from chalicelib import errors
+from chalicelib.config import parse_bool
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+JSON = "application/json"
+# What every API route accepts; Chalice answers 415 to anything else.
+CONTENT_TYPES = [JSON, FORM, MULTIPART]
+
+# Never treated as a parameter: it is a credential.
+_CREDENTIALS = frozenset({"private_token"})
+
+
+def _raw_body(request: Request) -> bytes:
+    raw = request.raw_body
+    return raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise errors.bad_request("The multipart body could not be parsed")
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            payload = part.get_payload(decode=True)
+            fields[name] = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    return fields
+
+
+def body_params(request: Request) -> dict[str, Any]:
+    """The body's parameters, by its content type; a body we cannot read is a 400 that says why."""
+    body = _raw_body(request)
+    content_type = request.headers.get("content-type", JSON)
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not body.strip():
+        return {}
+    if media_type == FORM:
+        try:
+            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise errors.bad_request("The form body is not valid UTF-8") from exc
+    if media_type == MULTIPART:
+        return _multipart(content_type, body)
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise errors.bad_request("The request body must be a JSON object")
+    return parsed
+
+
+def request_params(request: Request) -> dict[str, Any]:
+    """Query string and body merged, the body winning."""
+    merged: dict[str, Any] = dict(request.query_params or {})
+    merged.update(body_params(request))
+    for name in _CREDENTIALS:
+        merged.pop(name, None)
+    return merged
+
+
+class Params:
+    """Validates named parameters, collecting Grape-style problems (``active is missing``)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def _present(self, name: str, required: bool) -> bool:
+        if name not in self.raw:
+            if required:
+                self.problems.append(f"{name} is missing")
+            return False
+        value = self.raw[name]
+        if value is None or (isinstance(value, str) and value == ""):
+            self.problems.append(f"{name} is empty")
+            return False
+        return True
+
+    def boolean(self, name: str, *, required: bool = False) -> bool | None:
+        if not self._present(name, required):
+            return None
+        value = parse_bool(self.raw[name])
+        if value is None:
+            self.problems.append(f"{name} is invalid")
+        return value
+
+    def string(self, name: str, *, allow_empty: bool = False, max_length: int = 255) -> str | None:
+        """An optional string; ``allow_empty`` lets "" through (meaning "clear it")."""
+        if name not in self.raw:
+            return None
+        value = self.raw[name]
+        if allow_empty and (value is None or value == ""):
+            return ""
+        if not self._present(name, required=False):
+            return None
+        if not isinstance(value, str) or len(value) > max_length:
+            self.problems.append(f"{name} is invalid")
+            return None
+        return value
+
+    def check(self) -> None:
+        """Raise one 400 naming every problem found, in the order the parameters were read."""
+        if self.problems:
+            raise errors.bad_request(", ".join(self.problems))

@@ -1,0 +1,159 @@
+"""`make run`: the service on a laptop, on an embedded DynamoDB-compatible store.
+
+Starts moto's server (DynamoDB and KMS) on 127.0.0.1:DB_PORT, creates the table and the KMS key,
+creates an admin user with a token and a demo project, then runs `chalice local` on
+127.0.0.1:PORT. Ctrl-C stops both. The embedded store keeps everything in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "errortracking: ready"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"chalice local exited with status {process.returncode} before it listened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"chalice local did not listen on port {port} within {timeout:.0f}s")
+
+
+def _seed() -> tuple[str, int]:
+    """An admin token and a demo project on a store that has none."""
+    from chalicelib import accounts
+
+    try:
+        accounts.find_user("root")
+    except accounts.AccountError:
+        accounts.create_user("root", admin=True, name="Administrator")
+    _, secret = accounts.create_token("root", scopes=["api"], name="make run")
+    try:
+        project = accounts.find_project("demo/errors")
+    except accounts.AccountError:
+        project = accounts.create_project("demo/errors", name="Errors demo")
+    return secret, int(project.project_id)
+
+
+def _banner(base: str, token: str, project_id: int, db_port: int) -> str:
+    h = f"--header 'PRIVATE-TOKEN: {token}'"
+    api = f"{base}/api/v4/projects/{project_id}/error_tracking"
+    return f"""
+Error tracking API: {base}/api/v4   (embedded store: http://127.0.0.1:{db_port})
+The embedded store keeps its data IN MEMORY: everything is gone when this stops.
+
+Admin user 'root', token (shown once): {token}
+Demo project 'demo/errors' has id {project_id}. Try:
+
+  curl {h} {base}/api/v4/user
+  curl {h} {api}/settings
+  curl {h} --request PUT --data 'active=true&integrated=true' {api}/settings
+  curl {h} --request PATCH --data 'active=false' {api}/settings
+  curl {h} {base}/api/v4/projects/demo%2Ferrors/error_tracking/settings
+  curl {h} {api}/client_keys
+  curl {h} --request POST {api}/client_keys
+  curl {h} --request DELETE {api}/client_keys/1
+
+Admin command against this store (another shell):
+  export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{db_port} AWS_ENDPOINT_URL_KMS=http://127.0.0.1:{db_port}
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+  .venv/bin/errortracking user create alice && .venv/bin/errortracking token create alice
+
+Ctrl-C stops the API and the store.
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+    parser.add_argument("--db-port", type=int, default=int(os.environ.get("DB_PORT") or 8001))
+    args = parser.parse_args()
+    for name, port in (("PORT", args.port), ("DB_PORT", args.db_port)):
+        if not _port_free(port):
+            print(
+                f"errortracking: port {port} ({name}) is in use; choose another: make run {name}=...", file=sys.stderr
+            )
+            return 2
+
+    store = f"http://127.0.0.1:{args.db_port}"
+    base = f"http://127.0.0.1:{args.port}"
+    env = os.environ
+    env["AWS_ENDPOINT_URL_DYNAMODB"] = store
+    env["AWS_ENDPOINT_URL_KMS"] = store
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env.setdefault("AWS_ACCESS_KEY_ID", "local")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the port the API really listens on
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.db_port, verbose=False)
+    server.start()
+    chalice: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        from chalicelib import bootstrap
+
+        bootstrap.init_store()
+        token, project_id = _seed()
+        chalice = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "chalice"),
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(args.port),
+                "--no-autoreload",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        _wait_for_port(args.port, chalice)
+        print(_banner(base, token, project_id, args.db_port), flush=True)
+        print(f"{READY} {base} token={token} project_id={project_id}", flush=True)
+        chalice.wait()
+        return chalice.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if chalice is not None and chalice.poll() is None:
+            chalice.terminate()
+            try:
+                chalice.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                chalice.kill()
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

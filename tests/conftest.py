@@ -1,0 +1,167 @@
+"""Shared fixtures: an in-process moto store, the Chalice test client, and a scene builder.
+
+moto must be imported before any botocore client exists, and the models' cached clients are reset
+for every test, so nothing can leak to a real AWS endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+for _name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "ERRORTRACKING_PUBLIC_URL": "http://errors.example.test",
+    }
+)
+
+import moto  # noqa: E402  (before any botocore client is created)
+import pytest  # noqa: E402
+from chalice.test import Client  # noqa: E402
+
+from chalicelib import accounts, bootstrap, config, models  # noqa: E402
+
+models.reset_connections()
+
+
+@pytest.fixture(autouse=True)
+def fresh_config() -> Iterator[None]:
+    """Config is cached per process; tests that change the environment get a fresh read."""
+    config.get_config.cache_clear()
+    yield
+    config.get_config.cache_clear()
+
+
+@pytest.fixture
+def store() -> Iterator[None]:
+    # Cached botocore clients stay valid across tests: moto intercepts any client created after it
+    # was imported, and each mock_aws() starts from an empty account.
+    with moto.mock_aws():
+        bootstrap.init_store()
+        yield
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Api:
+    """The app behind chalice.test.Client, with GitLab-style calls."""
+
+    client: Any
+    token: str | None = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json_body: Any = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = None,
+    ) -> Reply:
+        sent = dict(headers or {})
+        use = token if token is not None else self.token
+        if use is not None and not any(k.lower() in ("private-token", "authorization") for k in sent):
+            sent["PRIVATE-TOKEN"] = use
+        if json_body is not None:
+            body = json.dumps(json_body)
+            sent.setdefault("Content-Type", "application/json")
+        elif form is not None:
+            from urllib.parse import urlencode
+
+            body = urlencode(form)
+            sent.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        response = self.client.http.request(method, path, headers=sent, body=body or b"")
+        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.body)
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.call("GET", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Reply:
+        return self.call("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Reply:
+        return self.call("PATCH", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Reply:
+        return self.call("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Reply:
+        return self.call("DELETE", path, **kw)
+
+
+@dataclass
+class Scene:
+    """Builds users, projects, memberships and tokens directly in the store."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def user(self, username: str, *, admin: bool = False, blocked: bool = False) -> models.User:
+        user = accounts.create_user(username, admin=admin)
+        if blocked:
+            user = accounts.set_user_state(username, "blocked")
+        return user
+
+    def token(self, username: str, *, scopes: list[str] | None = None, expires_at: str | None = None) -> str:
+        _, secret = accounts.create_token(username, scopes=scopes, expires_at=expires_at)
+        return secret
+
+    def project(self, path: str = "group/project", *, visibility: str = "private") -> models.Project:
+        return accounts.create_project(path, visibility=visibility)
+
+    def member(self, project: models.Project, username: str, role: str) -> None:
+        accounts.add_member(int(project.project_id), username, role)
+
+    def maintainer(self, project: models.Project, username: str = "maintainer") -> str:
+        """A user who maintains ``project``, and an ``api`` token of theirs."""
+        self.user(username)
+        self.member(project, username, "maintainer")
+        return self.token(username)
+
+
+@pytest.fixture
+def scene(store: None) -> Scene:
+    return Scene()
+
+
+@pytest.fixture
+def api(store: None) -> Iterator[Api]:
+    from app import app
+
+    with Client(app, stage_name="dev", project_dir=os.path.dirname(os.path.dirname(__file__))) as client:
+        yield Api(client)
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every AWS API call made from now on, as (service, operation): DynamoDB round trips and KMS."""
+    from botocore.client import BaseClient
+
+    recorded: list[tuple[str, str]] = []
+    original = getattr(BaseClient, "_make_api_call")  # noqa: B009  (private, untyped)
+
+    def counting(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        recorded.append((self.meta.service_model.service_name, operation_name))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    return recorded
