@@ -11,7 +11,7 @@ from typing import Any
 
 from chalice.app import Chalice, Request, Response
 
-from chalicelib import authorizer, client_keys, entities, errors, settings
+from chalicelib import authorizer, client_keys, entities, errors, settings, telemetry
 from chalicelib.authorizer import Preload, current, current_project, requires
 from chalicelib.config import get_config
 from chalicelib.models import MAINTAINER, ErrorTrackingSetting
@@ -20,6 +20,9 @@ from chalicelib.params import CONTENT_TYPES, request_params
 from chalicelib.urls import public_base_url, request_path
 
 app = Chalice(app_name="errortracking")
+# Sentry SDKs post compressed envelopes: API Gateway must hand them over as bytes, untouched.
+app.api.binary_types.append("application/x-sentry-envelope")
+app.register_middleware(telemetry.middleware, "http")  # outermost: logs the final answer
 app.register_middleware(authorizer.middleware(app), "http")
 
 PROJECT = "/api/v4/projects/{id}"

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from chalice.app import Chalice, Request, Response
 
-from chalicelib import errors, models
+from chalicelib import errors, models, telemetry
 from chalicelib.models import (
     MAINTAINER,
     OWNER,
@@ -38,6 +38,7 @@ from chalicelib.models import (
     ProjectPathClaim,
     User,
 )
+from chalicelib.params import MAX_BODY_BYTES
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def authorize(request: Request, requirement: Requirement) -> Access:
             second.append(ClientKey.key(project_ref, key_id))
     loaded = models.fetch(second)
     user = _check_user(loaded.get(user_key))
+    telemetry.set_user(int(user.user_id))
     access = Access(user=user, token=token)
     if requirement.role is None:
         return access
@@ -218,12 +220,20 @@ def authorize(request: Request, requirement: Requirement) -> Access:
     return access
 
 
+def check_body_size(request: Request) -> None:
+    """API bodies are a few hundred bytes; refuse over 1 MiB by the declared length, unread."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise errors.payload_too_large()
+
+
 def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]], Response]:
     """The HTTP middleware for ``app``: authorization first, GitLab-shaped errors always."""
 
     def authorize_request(request: Request, get_response: Callable[[Request], Response]) -> Response:
         token = None
         try:
+            check_body_size(request)
             entry = app.routes.get(request.path, {}).get(request.method)
             if entry is not None:  # an unknown method falls through to Chalice's 405
                 requirement = getattr(entry.view_function, "requirement", None)
@@ -233,10 +243,14 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
             response = get_response(request)
         except errors.ApiError as error:
             response = error.to_response()
-        except Exception:
-            # Never a trace on the wire; the log has it (and never the token: it is not in the message).
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            response = errors.message(500, "Internal Server Error").to_response()
+        except Exception as exc:
+            # Never a trace on the wire. The log has it, and never a token: none is in a message.
+            if models.unavailable(exc):
+                log.warning("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+                response = errors.service_unavailable().to_response()
+            else:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                response = errors.message(500, "Internal Server Error").to_response()
         finally:
             if token is not None:
                 _current.reset(token)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, models
@@ -19,15 +19,6 @@ from chalicelib.models import CLIENT_KEY_PREFIX, ClientKey, Project, PublicKeyCl
 
 PUBLIC_KEY_PREFIX = "glet_"
 _ATTEMPTS = 3
-
-
-def is_conflict(exc: Exception) -> bool:
-    """A conditional write or transaction lost a race (or found the item gone)."""
-    code = getattr(exc, "cause_response_code", None)
-    return isinstance(exc, PutError | UpdateError | TransactWriteError) and code in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
-    )
 
 
 def new_public_key() -> str:
@@ -68,9 +59,9 @@ def create_key(project: Project) -> ClientKey:
                 tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
             return key
         except TransactWriteError as exc:
-            # Only a public key collision (2^-128) or a vanished project gets here; retry with new
-            # ids, then give up without having written anything.
-            if not is_conflict(exc):
+            # A public key collision (2^-128) or a concurrent transaction: retry with new ids,
+            # then give up having written nothing.
+            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
                 raise
     raise errors.service_unavailable()
 
@@ -79,14 +70,22 @@ def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
     """Delete ``key`` (already read by the authorizer); a racing second delete gets 404."""
     if key is None:
         raise errors.client_key_not_found()
-    try:
-        with TransactWrite(connection=models.connection()) as tw:
-            tw.delete(key, condition=ClientKey.pk.exists())
-            tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
-            if key.active:
-                tw.update(project, actions=[Project.active_keys.add(-1)])
-    except TransactWriteError as exc:
-        if is_conflict(exc):
-            raise errors.client_key_not_found() from exc
-        raise
-    return key
+    for _ in range(_ATTEMPTS):
+        try:
+            with TransactWrite(connection=models.connection()) as tw:
+                # Conditional on the key as read, so the active-key count moves by what was stored.
+                tw.delete(key, condition=ClientKey.active == bool(key.active))
+                tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
+                if key.active:
+                    tw.update(project, actions=[Project.active_keys.add(-1)])
+            return key
+        except TransactWriteError as exc:
+            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+                raise
+        # Changed or gone since it was read: a racing DELETE got there first (404), or it changed
+        # (try again with what is stored now).
+        found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
+        if not isinstance(found, ClientKey):
+            raise errors.client_key_not_found()
+        key = found
+    raise errors.service_unavailable()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from chalicelib import config
+from chalicelib import config, telemetry
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 def kms_client() -> KMSClient:
     import boto3
 
-    return boto3.session.Session().client("kms", region_name=config.region())
+    client: KMSClient = boto3.session.Session().client("kms", region_name=config.region())
+    telemetry.watch(client)
+    return client
 
 
 def _context(project_id: int) -> dict[str, str]:

@@ -37,7 +37,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import config
+from chalicelib import config, telemetry
 
 Key = tuple[str, str]
 
@@ -72,7 +72,9 @@ class Entity(Model):
     def _get_connection(cls) -> Any:
         # Every kind of item lives in this one table: share one botocore client (creating one
         # costs ~50 ms of service-model loading) instead of PynamoDB's client per model class.
-        return Model._get_connection.__func__(Entity)  # type: ignore[attr-defined]
+        connection = Model._get_connection.__func__(Entity)  # type: ignore[attr-defined]
+        telemetry.watch(connection.connection.client)
+        return connection
 
     @staticmethod
     def key(*parts: Any) -> Key:
@@ -240,3 +242,53 @@ def connection() -> Any:
 def reset_connections() -> None:
     """Forget the cached botocore client (tests re-point the models at a fresh mock)."""
     Entity._connection = None
+
+
+# How a failed store call is read: a lost race (the service retries or answers 404/409), a
+# passing unavailability (answered 503 with Retry-After), or anything else (a bug: 500).
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "KMSInternalException",
+        "DependencyTimeoutException",
+    }
+)
+
+
+def _reasons(exc: Exception) -> list[str]:
+    if getattr(exc, "cause_response_code", None) != "TransactionCanceledException":
+        return []
+    return [r.code for r in (getattr(exc, "cancellation_reasons", None) or []) if r is not None]
+
+
+def condition_failed(exc: Exception) -> bool:
+    """A conditional write found the item other than expected: taken, missing, or changed."""
+    if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        return True
+    return "ConditionalCheckFailed" in _reasons(exc)
+
+
+def transaction_conflict(exc: Exception) -> bool:
+    """Another transaction held the same item: trying again will do."""
+    return "TransactionConflict" in _reasons(exc)
+
+
+def unavailable(exc: Exception) -> bool:
+    """The store (or KMS) failed for a while, not because of our request: worth a 503."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from pynamodb.exceptions import PynamoDBException
+
+    code = getattr(exc, "cause_response_code", None)
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+    if code in _TRANSIENT_CODES or transaction_conflict(exc):
+        return True
+    # No response at all: connection refused, timeout, DNS.
+    cause = getattr(exc, "cause", None)
+    return isinstance(exc, BotoCoreError) or (isinstance(exc, PynamoDBException) and isinstance(cause, BotoCoreError))

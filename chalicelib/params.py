@@ -23,6 +23,8 @@ JSON = "application/json"
 # What every API route accepts; Chalice answers 415 to anything else.
 CONTENT_TYPES = [JSON, FORM, MULTIPART]
 
+MAX_BODY_BYTES = 1024 * 1024
+
 # Never treated as a parameter: it is a credential.
 _CREDENTIALS = frozenset({"private_token"})
 
@@ -50,6 +52,8 @@ def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
 def body_params(request: Request) -> dict[str, Any]:
     """The body's parameters, by its content type; a body we cannot read is a 400 that says why."""
     body = _raw_body(request)
+    if len(body) > MAX_BODY_BYTES:  # sent without a Content-Length, so only known once read
+        raise errors.payload_too_large()
     content_type = request.headers.get("content-type", JSON)
     media_type = content_type.split(";", 1)[0].strip().lower()
     if not body.strip():

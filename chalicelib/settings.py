@@ -141,7 +141,7 @@ def save(
                 current.save()
             return current
         except (PutError, TransactWriteError) as exc:
-            if not client_keys.is_conflict(exc):
+            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
                 raise
         # Somebody wrote in between: read both again and re-apply the request to what is there now.
         found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])

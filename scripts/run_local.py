@@ -110,7 +110,11 @@ def main() -> int:
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the port the API really listens on
 
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per store request
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.db_port, verbose=False)
     server.start()
