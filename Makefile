@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DB_PORT ?= 8001
 
-.PHONY: run test lint unit e2e clean
+.PHONY: run test lint requirements package deploy clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -25,5 +25,38 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# requirements.txt is what Chalice bundles; it is generated from pyproject.toml.
+requirements: $(BIN)/.installed
+	$(BIN)/python scripts/requirements.py
+
+STAGE ?= dev
+PACKAGE_DIR ?= build/$(STAGE)
+AWS_REGION ?= $(or $(AWS_DEFAULT_REGION),us-east-1)
+STACK ?= errortracking-$(STAGE)
+PUBLIC_URL ?=
+ALARM_EMAIL ?=
+
+# CloudFormation template + deployment.zip, with the table, KMS key, gateway responses and alarms.
+package: $(BIN)/.installed requirements
+	rm -rf $(PACKAGE_DIR)
+	AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template .chalice/merge-template.json $(PACKAGE_DIR)
+	@echo "Template and bundle in $(PACKAGE_DIR)/"
+
+# Needs the AWS CLI, credentials, and an S3 bucket for the bundle: make deploy BUCKET=my-artifacts
+deploy: package
+	@test -n "$(BUCKET)" || (echo "make deploy needs BUCKET=<an S3 bucket for the Lambda bundle>" >&2; exit 2)
+	aws cloudformation package --region $(AWS_REGION) --template-file $(PACKAGE_DIR)/sam.json \
+		--s3-bucket $(BUCKET) --output-template-file $(PACKAGE_DIR)/packaged.yaml
+	aws cloudformation deploy --region $(AWS_REGION) --template-file $(PACKAGE_DIR)/packaged.yaml \
+		--stack-name $(STACK) --capabilities CAPABILITY_IAM \
+		--parameter-overrides PublicUrl=$(PUBLIC_URL) AlarmEmail=$(ALARM_EMAIL)
+	@aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
+		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL' || OutputKey=='TableName' || OutputKey=='SentryTokenKeyArn'].[OutputKey,OutputValue]" \
+		--output text
+	@echo "First admin token, against the deployed table (your AWS credentials, no endpoint override):"
+	@echo "  ERRORTRACKING_TABLE=<TableName above> AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/errortracking user create root --admin"
+	@echo "  ERRORTRACKING_TABLE=<TableName above> AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/errortracking token create root"
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .mypy_cache .ruff_cache *.egg-info

@@ -35,6 +35,10 @@ def watch(client: Any) -> Any:
     return client
 
 
+def in_request() -> bool:
+    return _calls.get() is not None
+
+
 def set_user(user_id: int) -> None:
     _user_id.set(user_id)
 

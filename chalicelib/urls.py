@@ -19,7 +19,10 @@ def public_base_url(request: Request | None) -> str:
     headers = request.headers if request is not None else {}
     host = headers.get("host") or "localhost"
     scheme = (headers.get("x-forwarded-proto") or "http").split(",")[0].strip()
-    return f"{scheme}://{host}"
+    stage = (request.context or {}).get("stage") if request is not None else None
+    # API Gateway's own domain puts the stage first in the path; a custom domain maps it away.
+    prefix = f"/{stage}" if stage and host.endswith(".amazonaws.com") else ""
+    return f"{scheme}://{host}{prefix}"
 
 
 def request_path(request: Request) -> str:

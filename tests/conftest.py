@@ -32,6 +32,34 @@ from chalicelib import accounts, bootstrap, config, models  # noqa: E402
 models.reset_connections()
 
 
+# Every AWS call made while the app serves a request, for the whole session: the IAM policy test
+# (tests/test_package.py, run last) checks that the shipped policy allows each one.
+REQUEST_AWS_CALLS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def record_request_aws_calls() -> Iterator[None]:
+    from botocore.client import BaseClient
+
+    from chalicelib import telemetry
+
+    original = getattr(BaseClient, "_make_api_call")  # noqa: B009  (private, untyped)
+
+    def recording(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if telemetry.in_request():
+            REQUEST_AWS_CALLS.append((self.meta.service_model.service_name, operation_name, api_params))
+        return original(self, operation_name, api_params)
+
+    setattr(BaseClient, "_make_api_call", recording)  # noqa: B010
+    yield
+    setattr(BaseClient, "_make_api_call", original)  # noqa: B010
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last`` judge what the rest of the session did."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
 @pytest.fixture(autouse=True)
 def fresh_config() -> Iterator[None]:
     """Config is cached per process; tests that change the environment get a fresh read."""

@@ -1,0 +1,240 @@
+"""The deployable stack, proven offline: what `make package` produces is what the code needs.
+
+One `chalice package` run per session (the template is the same for every check): cfn-lint, the
+table against the PynamoDB models, the gateway's GitLab-shaped errors and binary types, the
+environment wiring, and the IAM policy against every AWS call the test suite saw the app make.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import config, models
+from tests.conftest import REQUEST_AWS_CALLS
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("dev", "prod")
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+    built: dict[str, dict[str, Any]] = {}
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    for stage in STAGES:
+        out = tmp_path_factory.mktemp(f"package-{stage}")
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "chalice"),
+                "package",
+                "--stage",
+                stage,
+                "--merge-template",
+                ".chalice/merge-template.json",
+                str(out / "pkg"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        built[stage] = json.loads((out / "pkg" / "sam.json").read_text())
+        built[stage]["__path__"] = str(out / "pkg" / "sam.json")
+    yield built
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_template_passes_cfn_lint(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", templates[stage]["__path__"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in result.stdout.splitlines() if ":E" in line]
+    assert result.returncode in (0, 4, 8) and not errors, result.stdout + result.stderr  # 4/8: warnings/info
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_table_is_exactly_what_the_models_declare(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    tables = resources(templates[stage], "AWS::DynamoDB::Table")
+    assert list(tables) == ["Table"]
+    table = tables["Table"]
+    props = table["Properties"]
+    schema = models.Entity._get_schema()
+
+    def defs(items: Any) -> set[tuple[str, str]]:
+        return {(d["AttributeName"], d["AttributeType"]) for d in items}
+
+    def keys(items: Any) -> list[tuple[str, str]]:
+        return [(k["AttributeName"], k["KeyType"]) for k in items]
+
+    assert defs(props["AttributeDefinitions"]) == defs(schema["attribute_definitions"])
+    assert keys(props["KeySchema"]) == keys(schema["key_schema"])
+    declared = {
+        i["index_name"]: (keys(i["key_schema"]), i["projection"]["ProjectionType"])
+        for i in schema["global_secondary_indexes"]
+    }
+    templated = {
+        i["IndexName"]: (keys(i["KeySchema"]), i["Projection"]["ProjectionType"])
+        for i in props.get("GlobalSecondaryIndexes", [])
+    }
+    assert templated == declared
+    assert not schema["local_secondary_indexes"] and "LocalSecondaryIndexes" not in props
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_lambda_reads_its_settings_from_the_stack(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    function = templates[stage]["Resources"]["APIHandler"]["Properties"]
+    assert function["Environment"]["Variables"] == {
+        "ERRORTRACKING_TABLE": {"Ref": "Table"},
+        "ERRORTRACKING_KMS_KEY_ID": {"Fn::GetAtt": ["SentryTokenKey", "Arn"]},
+        "ERRORTRACKING_PUBLIC_URL": {"Ref": "PublicUrl"},
+    }
+    assert function["Runtime"] == "python3.11"
+    assert function["MemorySize"] == {"dev": 512, "prod": 1024}[stage]
+    key = templates[stage]["Resources"]["SentryTokenKey"]
+    assert key["DeletionPolicy"] == "Retain" and key["Properties"]["EnableKeyRotation"] is True
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_gateway_answers_like_gitlab_and_keeps_envelopes_binary(
+    templates: dict[str, dict[str, Any]], stage: str
+) -> None:
+    template = templates[stage]
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources(template, "AWS::ApiGateway::GatewayResponse").values()
+    }
+    missing = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing["StatusCode"] == "404"
+    assert json.loads(missing["ResponseTemplates"]["application/json"]) == {"error": "404 Not Found"}
+    assert missing["RestApiId"] == {"Ref": "RestAPI"}
+    body = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    assert "application/x-sentry-envelope" in body["x-amazon-apigateway-binary-media-types"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_alarms_watch_5xx_lambda_errors_and_throttling(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    alarms = resources(templates[stage], "AWS::CloudWatch::Alarm").values()
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    assert {
+        ("AWS/ApiGateway", "5XXError"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/DynamoDB", "ReadThrottleEvents"),
+        ("AWS/DynamoDB", "WriteThrottleEvents"),
+    } <= watched
+
+
+def test_requirements_txt_is_generated_from_pyproject() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import requirements
+    finally:
+        sys.path.pop(0)
+    assert (ROOT / "requirements.txt").read_text() == requirements.render(), "run `make requirements`"
+    runtime = {
+        line.split(">")[0].split("=")[0].split("<")[0]
+        for line in requirements.render().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert not runtime & {"chalice", "moto", "pytest", "ruff", "mypy", "cfn-lint"}
+
+
+# The IAM policy, against what the code really did.
+
+
+def _policy(stage: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text()))
+
+
+def _resource_of(service: str, params: dict[str, Any], table: str, key: str) -> str:
+    """The policy's name for what a call touched: the template's logical resources."""
+    if service == "kms":
+        assert params.get("KeyId") == key, params
+        return "SentryTokenKey"
+    assert params.get("TableName", table) == table, params
+    return "Table/index/" + params["IndexName"] if "IndexName" in params else "Table"
+
+
+def _needed(calls: list[tuple[str, str, dict[str, Any]]]) -> set[tuple[str, str]]:
+    """(IAM action, resource) for each call; transactions need each item's own action."""
+    table, key = models.Entity.Meta.table_name, config.get_config().kms_key_id
+    needed: set[tuple[str, str]] = set()
+    for service, operation, params in calls:
+        if operation == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                ((kind, body),) = item.items()
+                action = {
+                    "Put": "PutItem",
+                    "Update": "UpdateItem",
+                    "Delete": "DeleteItem",
+                    "ConditionCheck": "ConditionCheckItem",
+                }[kind]
+                needed.add((f"dynamodb:{action}", _resource_of(service, body, table, key)))
+        elif operation in ("BatchGetItem", "BatchWriteItem"):
+            for name in params["RequestItems"]:
+                needed.add((f"dynamodb:{operation}", _resource_of(service, {"TableName": name}, table, key)))
+        else:
+            needed.add((f"{service}:{operation}", _resource_of(service, params, table, key)))
+    return needed
+
+
+def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        names = []
+        for target in targets:
+            if isinstance(target, dict) and "Fn::GetAtt" in target:
+                names.append(target["Fn::GetAtt"][0])
+            elif isinstance(target, dict) and "Fn::Sub" in target:
+                names.append(target["Fn::Sub"].replace("${Table.Arn}", "Table"))
+        if (
+            statement["Effect"] == "Allow"
+            and action in actions
+            and any(fnmatch.fnmatchcase(resource, n) for n in names)
+        ):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_is_least_privilege(stage: str) -> None:
+    for statement in _policy(stage)["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+        if not all(a.startswith("logs:") for a in actions):
+            assert statement["Resource"] != "*" and "*" not in json.dumps(statement["Resource"]), statement
+        for action in actions:
+            assert action.split(":")[0] in ("dynamodb", "kms", "logs"), action
+            if action.startswith("kms:"):
+                assert action in ("kms:Encrypt", "kms:Decrypt"), action
+
+
+@pytest.mark.last
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_allows_every_call_the_suite_saw(stage: str) -> None:
+    needed = _needed(REQUEST_AWS_CALLS)
+    if not needed:
+        pytest.fail("no request made an AWS call: run the whole suite, not this file alone")
+    policy = _policy(stage)
+    missing = sorted(item for item in needed if not _allows(policy, *item))
+    assert not missing, f"policy-{stage}.json lacks {missing}"
