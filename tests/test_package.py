@@ -108,7 +108,9 @@ def test_lambda_reads_its_settings_from_the_stack(templates: dict[str, dict[str,
         "ERRORTRACKING_KMS_KEY_ID": {"Fn::GetAtt": ["SentryTokenKey", "Arn"]},
         "ERRORTRACKING_PUBLIC_URL": {"Ref": "PublicUrl"},
     }
-    assert function["Runtime"] == "python3.11"
+    # Packaged under any Python 3.11+; the bundle is pure Python (checked below), so it runs on 3.13
+    # on Graviton: the runtime with the longest support, on the cheaper architecture.
+    assert (function["Runtime"], function["Architectures"]) == ("python3.13", ["arm64"])
     assert function["MemorySize"] == {"dev": 512, "prod": 1024}[stage]
     key = templates[stage]["Resources"]["SentryTokenKey"]
     assert key["DeletionPolicy"] == "Retain" and key["Properties"]["EnableKeyRotation"] is True
@@ -141,6 +143,18 @@ def test_alarms_watch_5xx_lambda_errors_and_throttling(templates: dict[str, dict
         ("AWS/DynamoDB", "ReadThrottleEvents"),
         ("AWS/DynamoDB", "WriteThrottleEvents"),
     } <= watched
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bundle_is_pure_python_runtime_code_only(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    import zipfile
+
+    names = zipfile.ZipFile(Path(templates[stage]["__path__"]).parent / "deployment.zip").namelist()
+    assert "app.py" in names and "chalicelib/authorizer.py" in names and "pynamodb/models.py" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".dylib"))]
+    top = {n.split("/")[0] for n in names}
+    assert not top & {"pytest", "_pytest", "moto", "mypy", "ruff", "cfnlint", "gitlab", "tests", "scripts"}
+    assert not [n for n in names if n.startswith("chalice/") and n not in ("chalice/__init__.py", "chalice/app.py")]
 
 
 def test_requirements_txt_is_generated_from_pyproject() -> None:
