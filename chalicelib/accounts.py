@@ -15,7 +15,7 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import models
-from chalicelib.authorizer import token_digest
+from chalicelib.authorizer import parse_project_id, token_digest
 from chalicelib.models import (
     ROLES,
     VISIBILITIES,
@@ -122,11 +122,12 @@ def _check_path(full_path: str) -> str:
 def find_project(ref: str | int) -> Project:
     """A project by numeric id or full path (case-insensitive)."""
     text = str(ref)
-    if text.isdigit():
-        project_id: int | None = int(text)
-    else:
-        claim = models.fetch([ProjectPathClaim.key(text.strip("/"))]).get(ProjectPathClaim.key(text.strip("/")))
+    parsed = parse_project_id(text)
+    if isinstance(parsed, str):
+        claim = models.fetch([ProjectPathClaim.key(parsed)]).get(ProjectPathClaim.key(parsed))
         project_id = int(claim.project_id) if isinstance(claim, ProjectPathClaim) else None
+    else:
+        project_id = parsed
     project = models.fetch([Project.key(project_id)]).get(Project.key(project_id)) if project_id else None
     if not isinstance(project, Project):
         raise AccountError(f"no project {text!r}")

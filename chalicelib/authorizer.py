@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
-_DIGITS = re.compile(r"^\d+$")
+_DIGITS = re.compile(r"\A[0-9]+\Z")  # ASCII only, as Ruby's \d; no trailing newline
 
 
 class Preload(enum.Enum):
