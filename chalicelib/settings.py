@@ -20,6 +20,7 @@ from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
 _ATTEMPTS = 5
+_TOKEN_STANDIN = b"ciphertext to come"  # never stored: only the dry run sees it
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,13 @@ def save(
     project_id = int(project.project_id)
     if setting is None and not create:
         raise errors.not_found("Error Tracking Setting")
-    # Validate on a scratch copy first, so KMS is only asked once the request is known to be good.
-    _apply(_new_setting(project_id) if setting is None else _copy(setting), change, None)
+    # Validate on a scratch copy first, so KMS is only asked once the request is known to be good;
+    # a token sent with the request counts as present there.
+    _apply(
+        _new_setting(project_id) if setting is None else _copy(setting),
+        change,
+        _TOKEN_STANDIN if change.token else None,
+    )
     encrypted = crypto.encrypt_token(project_id, change.token) if change.token else None
     integrated_enabled = get_config().integrated_enabled
     for _ in range(_ATTEMPTS):
