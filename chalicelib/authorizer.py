@@ -134,6 +134,26 @@ def parse_project_id(raw: str) -> int | str | None:
     return decoded if "/" in decoded.strip("/") else None
 
 
+def raw_path_parameter(request: Request, name: str) -> str:
+    """A path parameter exactly as the client encoded it.
+
+    API Gateway may hand ``pathParameters`` over decoded, and a value must be decoded exactly once,
+    so read it from the raw request path, aligned on the route template from the end (a stage or
+    base path may precede it); fall back to the parameter as given.
+    """
+    given = (request.uri_params or {})[name]
+    event = request.to_original_event()
+    raw_path = event.get("path") or (event.get("requestContext") or {}).get("path")
+    template = str(request.path).strip("/").split("/")
+    if not isinstance(raw_path, str) or "{" + name + "}" not in template:
+        return given
+    raw = raw_path.rstrip("/").split("/")
+    offset = len(raw) - len(template)
+    if offset < 0:
+        return given
+    return raw[offset + template.index("{" + name + "}")]
+
+
 def parse_key_id(raw: str | None) -> int | None:
     return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 12 else None
 
@@ -171,7 +191,7 @@ def authorize(request: Request, requirement: Requirement) -> Access:
     if token_value is None:
         raise errors.unauthorized()
     params = request.uri_params or {}
-    project_ref = parse_project_id(params["id"]) if requirement.role is not None else None
+    project_ref = parse_project_id(raw_path_parameter(request, "id")) if requirement.role is not None else None
 
     # Round trip 1: the token, and the path claim when the project is named by path.
     token_key = AccessToken.key(token_digest(token_value))

@@ -1,0 +1,785 @@
+"""Who may call what, as a client sees it: spec sections 1 (authentication), 2 (the Maintainer rule and
+the order of checks), 3 (the ``:id`` path parameter) and 8 (JSON everywhere, no secrets on the wire).
+
+Every case asserts the exact status and the exact JSON body, that the answer is ``application/json``
+without a trace, and that it carries none of the caller's token. Most tests are a matrix over the six
+routes; inside one test, each caller's answer is collected as ``(status, body)`` and the whole table is
+compared at once, so a failure shows every cell that differs from the spec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from chalicelib import accounts, config
+from tests.conftest import Api, Reply, Scene
+
+SETTINGS = "/api/v4/projects/{id}/error_tracking/settings"
+KEYS = "/api/v4/projects/{id}/error_tracking/client_keys"
+KEY = "/api/v4/projects/{id}/error_tracking/client_keys/{key_id}"
+USER = "/api/v4/user"
+
+UNAUTHORIZED = {"message": "401 Unauthorized"}
+EXPIRED = {
+    "error": "invalid_token",
+    "error_description": "Token is expired. You can either do re-authorization or token refresh.",
+}
+REVOKED = {
+    "error": "invalid_token",
+    "error_description": "Token was revoked. You have to re-authorize from the user.",
+}
+BLOCKED = {"message": "403 Forbidden - Your account has been blocked."}
+INSUFFICIENT_SCOPE = {
+    "error": "insufficient_scope",
+    "error_description": "The request requires higher privileges than provided by the access token.",
+    "scope": "api",
+}
+FORBIDDEN = {"message": "403 Forbidden"}
+PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
+SETTING_NOT_FOUND = {"message": "404 Error Tracking Setting Not Found"}
+KEY_NOT_FOUND = {"message": "404 Not found"}
+NOT_FOUND = {"message": "404 Not Found"}
+
+SETTING_ON = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}
+SETTING_OFF = {**SETTING_ON, "active": False}
+USER_KEYS = ["id", "username", "name", "state", "is_admin"]
+
+# A token of the right shape that was never issued, and one of no recognisable shape.
+NEVER_ISSUED = "glpat-" + "Zq3" * 10
+MALFORMED = "not-even-a-glpat"
+
+TRANSPORTS = ["private-token-header", "bearer-header", "query-parameter"]
+VISIBILITIES = ["private", "internal", "public"]
+
+Outcome = tuple[Any, ...]
+
+
+# The routes, each with a request the project's maintainer can make successfully.
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    template: str
+    body: dict[str, Any] | None
+
+    @property
+    def writes(self) -> bool:
+        return self.method != "GET"
+
+    def path(self, ref: str | int, key_id: int) -> str:
+        return self.template.format(id=ref, key_id=key_id)
+
+
+GET_SETTINGS = Route("get-settings", "GET", SETTINGS, None)
+PUT_SETTINGS = Route("put-settings", "PUT", SETTINGS, {"active": True, "integrated": True})
+PATCH_SETTINGS = Route("patch-settings", "PATCH", SETTINGS, {"active": False})
+LIST_KEYS = Route("list-client-keys", "GET", KEYS, None)
+CREATE_KEY = Route("create-client-key", "POST", KEYS, None)
+DELETE_KEY = Route("delete-client-key", "DELETE", KEY, None)
+ROUTES = [GET_SETTINGS, PUT_SETTINGS, PATCH_SETTINGS, LIST_KEYS, CREATE_KEY, DELETE_KEY]
+WRITE_ROUTES = [route for route in ROUTES if route.writes]
+READ_ROUTES = [route for route in ROUTES if not route.writes]
+
+
+def route_params(routes: list[Route]) -> list[Any]:
+    return [pytest.param(route, id=route.name) for route in routes]
+
+
+@dataclass(frozen=True)
+class World:
+    """A project that already has an active, integrated setting and exactly one client key."""
+
+    project_id: int
+    path: str
+    key_id: int
+    keeper: str  # an api token of the project's own maintainer, used to look without touching
+
+    @property
+    def untouched(self) -> Outcome:
+        return (SETTING_ON, [(self.key_id, True)])
+
+
+def make_world(api: Api, scene: Scene, *, visibility: str = "private", path: str = "acme/shop") -> World:
+    project = scene.project(path, visibility=visibility)
+    keeper = scene.maintainer(project, "keeper")
+    project_id = int(project.project_id)
+    put = api.put(SETTINGS.format(id=project_id), token=keeper, json_body={"active": True, "integrated": True})
+    assert (put.status, put.json) == (200, SETTING_ON), put.body
+    keys = api.get(KEYS.format(id=project_id), token=keeper)
+    assert keys.status == 200 and len(keys.json) == 1, keys.body
+    return World(project_id=project_id, path=path, key_id=int(keys.json[0]["id"]), keeper=keeper)
+
+
+@pytest.fixture
+def world(api: Api, scene: Scene) -> World:
+    return make_world(api, scene)
+
+
+def state(api: Api, world: World) -> Outcome:
+    """The project's setting and its keys as (id, active), read by its maintainer."""
+    setting = api.get(SETTINGS.format(id=world.project_id), token=world.keeper)
+    keys = api.get(KEYS.format(id=world.project_id), token=world.keeper)
+    assert setting.status == 200 and keys.status == 200, (setting.body, keys.body)
+    return (setting.json, [(key["id"], key["active"]) for key in keys.json])
+
+
+def fresh_key(api: Api, world: World) -> int:
+    """Another key for the project, for a DELETE that is expected to succeed."""
+    reply = api.post(KEYS.format(id=world.project_id), token=world.keeper)
+    assert reply.status == 201, reply.body
+    return int(reply.json["id"])
+
+
+# Sending requests and reading answers.
+
+
+def auth_headers(token: str | None, transport: str) -> dict[str, str]:
+    if token is None or transport == "query-parameter":
+        return {}
+    if transport == "private-token-header":
+        return {"PRIVATE-TOKEN": token}
+    assert transport == "bearer-header"
+    return {"Authorization": f"Bearer {token}"}
+
+
+def with_token(path: str, token: str | None, transport: str) -> str:
+    if token is None or transport != "query-parameter":
+        return path
+    return f"{path}{'&' if '?' in path else '?'}private_token={token}"
+
+
+def send(
+    api: Api,
+    route: Route,
+    world: World,
+    token: str | None,
+    *,
+    ref: str | int | None = None,
+    transport: str = "private-token-header",
+    key_id: int | None = None,
+) -> Reply:
+    path = route.path(world.project_id if ref is None else ref, world.key_id if key_id is None else key_id)
+    return api.call(
+        route.method, with_token(path, token, transport), headers=auth_headers(token, transport), json_body=route.body
+    )
+
+
+def hygiene(reply: Reply, *secrets: str | None) -> list[str]:
+    """What is wrong with the answer's form: not JSON, a trace, or one of ``secrets`` in it."""
+    problems = []
+    content_type = reply.headers.get("content-type", "").split(";")[0].strip()
+    if content_type != "application/json":
+        problems.append(f"content-type {content_type!r}")
+    text = reply.body.decode("utf-8", "replace")
+    if "Traceback" in text:
+        problems.append("trace in body")
+    for secret in secrets:
+        if secret and secret in text:
+            problems.append("token in body")
+        if secret and any(secret in value for value in reply.headers.values()):
+            problems.append("token in headers")
+    return problems
+
+
+def assert_clean(reply: Reply, *secrets: str | None) -> None:
+    assert hygiene(reply, *secrets) == [], (reply.headers, reply.body)
+
+
+def assert_error(reply: Reply, status: int, body: dict[str, Any], *secrets: str | None) -> None:
+    assert (reply.status, reply.json) == (status, body), (reply.status, reply.body)
+    assert_clean(reply, *secrets)
+
+
+def summary(route: Route, reply: Reply) -> Any:
+    """A body reduced to what the spec fixes: errors whole, successes by what they did."""
+    try:
+        body = reply.json
+    except ValueError:
+        return reply.body
+    if reply.status >= 300 or not isinstance(body, dict | list):
+        return body
+    if route is LIST_KEYS and isinstance(body, list):
+        return {"ids": [key.get("id") for key in body]}
+    if route is CREATE_KEY and isinstance(body, dict):
+        return "created" if body.get("active") is True and isinstance(body.get("id"), int) else body
+    if route is DELETE_KEY and isinstance(body, dict):
+        return {"deleted": body.get("id")}
+    return body
+
+
+def observe(route: Route, reply: Reply, *secrets: str | None) -> Outcome:
+    problems = hygiene(reply, *secrets)
+    return (reply.status, summary(route, reply), *([problems] if problems else []))
+
+
+def success(route: Route, world: World, key_id: int) -> Outcome:
+    """What the maintainer's request answers on a project in the state make_world leaves it."""
+    return {
+        GET_SETTINGS.name: (200, SETTING_ON),
+        PUT_SETTINGS.name: (200, SETTING_ON),
+        PATCH_SETTINGS.name: (200, SETTING_OFF),
+        LIST_KEYS.name: (200, {"ids": [world.key_id]}),
+        CREATE_KEY.name: (201, "created"),
+        DELETE_KEY.name: (200, {"deleted": key_id}),
+    }[route.name]
+
+
+def try_allowed(api: Api, route: Route, world: World, token: str, **kw: Any) -> tuple[Outcome, Outcome]:
+    """(actual, expected) for a caller who may: DELETE targets a key made for it."""
+    key_id = fresh_key(api, world) if route is DELETE_KEY else world.key_id
+    reply = send(api, route, world, token, key_id=key_id, **kw)
+    return observe(route, reply, token), success(route, world, key_id)
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def member_token(
+    scene: Scene,
+    world: World,
+    username: str,
+    role: str,
+    *,
+    scopes: list[str] | None = None,
+    expires_at: str | None = None,
+) -> str:
+    scene.user(username)
+    accounts.add_member(world.project_id, username, role)
+    return scene.token(username, scopes=scopes, expires_at=expires_at)
+
+
+def revoked_token(username: str, *, scopes: list[str] | None = None, expires_at: str | None = None) -> str:
+    stored, secret = accounts.create_token(username, scopes=scopes, expires_at=expires_at)
+    accounts.revoke_token(int(stored.token_id))
+    return secret
+
+
+# Section 2: the Maintainer rule, by caller and by visibility, on every route.
+
+CALLERS = ["no-token", "unknown-token", "non-member", "guest", "reporter", "developer", "maintainer", "owner", "admin"]
+
+
+def caller_token(scene: Scene, world: World, caller: str) -> str | None:
+    if caller == "no-token":
+        return None
+    if caller == "unknown-token":
+        return NEVER_ISSUED
+    scene.user(caller, admin=caller == "admin")
+    if caller in ("guest", "reporter", "developer", "maintainer", "owner"):
+        accounts.add_member(world.project_id, caller, caller)
+    return scene.token(caller)
+
+
+def refusal(caller: str, visibility: str) -> Outcome | None:
+    """Spec section 2's table; None when the caller is allowed."""
+    if caller in ("no-token", "unknown-token"):
+        return (401, UNAUTHORIZED)
+    if caller == "non-member":
+        return (404, PROJECT_NOT_FOUND) if visibility == "private" else (403, FORBIDDEN)
+    if caller in ("guest", "reporter", "developer"):
+        return (403, FORBIDDEN)
+    return None
+
+
+@pytest.mark.parametrize("visibility", VISIBILITIES)
+@pytest.mark.parametrize("route", route_params(ROUTES))
+def test_maintainer_rule(api: Api, scene: Scene, route: Route, visibility: str) -> None:
+    world = make_world(api, scene, visibility=visibility)
+    tokens = {caller: caller_token(scene, world, caller) for caller in CALLERS}
+    actual: dict[str, Outcome] = {}
+    expected: dict[str, Outcome] = {}
+    # The refused first: none of them may change anything.
+    for caller in CALLERS:
+        refused = refusal(caller, visibility)
+        if refused is not None:
+            expected[caller] = refused
+            actual[caller] = observe(route, send(api, route, world, tokens[caller]), tokens[caller])
+    assert state(api, world) == world.untouched
+    # Maintainer, owner, and an admin who is not a member at all.
+    for caller in CALLERS:
+        token = tokens[caller]
+        if refusal(caller, visibility) is None and token is not None:
+            actual[caller], expected[caller] = try_allowed(api, route, world, token)
+    assert actual == expected
+
+
+def test_membership_of_another_project_gives_no_access(api: Api, scene: Scene, world: World) -> None:
+    other = scene.project("acme/other", visibility="private")
+    token = scene.maintainer(other, "neighbour")
+    actual = {route.name: observe(route, send(api, route, world, token), token) for route in ROUTES}
+    assert actual == {route.name: (404, PROJECT_NOT_FOUND) for route in ROUTES}
+    assert state(api, world) == world.untouched
+
+
+# Order of checks: authenticate (401) -> project (404) -> role (403) -> parameters (400) -> endpoint.
+
+BAD_PARAMS = [
+    pytest.param("PUT", {"active": "maybe", "integrated": True}, id="put-invalid-boolean"),
+    pytest.param("PATCH", {"active": "maybe"}, id="patch-invalid-boolean"),
+    pytest.param("PUT", {"active": True}, id="put-missing-integrated"),
+    pytest.param("PATCH", {"integrated": True}, id="patch-missing-active"),
+    pytest.param("PUT", {"active": "", "integrated": ""}, id="put-empty"),
+]
+
+
+@pytest.mark.parametrize(("method", "body"), BAD_PARAMS)
+def test_project_and_role_are_checked_before_parameters(
+    api: Api, scene: Scene, world: World, method: str, body: dict[str, Any]
+) -> None:
+    path = SETTINGS.format(id=world.project_id)
+    callers = {role: member_token(scene, world, role, role) for role in ("guest", "reporter", "developer")}
+    scene.user("stranger")
+    callers["stranger"] = scene.token("stranger")
+    actual = {
+        who: observe(PUT_SETTINGS, api.call(method, path, token=t, json_body=body), t) for who, t in callers.items()
+    }
+    actual["no-token"] = observe(PUT_SETTINGS, api.call(method, path, json_body=body))
+    assert actual == {
+        "guest": (403, FORBIDDEN),
+        "reporter": (403, FORBIDDEN),
+        "developer": (403, FORBIDDEN),
+        "stranger": (404, PROJECT_NOT_FOUND),
+        "no-token": (401, UNAUTHORIZED),
+    }
+    assert state(api, world) == world.untouched
+    # The parameters really are bad: the maintainer is told so.
+    reply = api.call(method, path, token=world.keeper, json_body=body)
+    assert reply.status == 400 and list(reply.json) == ["error"], reply.body
+    assert_clean(reply, world.keeper)
+
+
+def test_non_member_of_visible_project_with_bad_parameters_gets_403(api: Api, scene: Scene) -> None:
+    scene.user("stranger")
+    token = scene.token("stranger")
+    for visibility, path in (("internal", "acme/inside"), ("public", "acme/outside")):
+        project = scene.project(path, visibility=visibility)
+        reply = api.put(SETTINGS.format(id=int(project.project_id)), token=token, json_body={"active": "maybe"})
+        assert_error(reply, 403, FORBIDDEN, token)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_maintainer_with_bad_parameters_gets_400(api: Api, world: World, method: str) -> None:
+    body = {"active": "maybe", "integrated": True}
+    reply = api.call(method, SETTINGS.format(id=world.project_id), token=world.keeper, json_body=body)
+    assert_error(reply, 400, {"error": "active is invalid"}, world.keeper)
+    assert state(api, world) == world.untouched
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_malformed_json_from_developer_is_403_and_from_maintainer_400(
+    api: Api, scene: Scene, world: World, method: str
+) -> None:
+    path = SETTINGS.format(id=world.project_id)
+    headers = {"Content-Type": "application/json"}
+    developer = member_token(scene, world, "dev", "developer")
+    assert_error(
+        api.call(method, path, token=developer, headers=headers, body='{"active": tru'), 403, FORBIDDEN, developer
+    )
+    reply = api.call(method, path, token=world.keeper, headers=headers, body='{"active": tru')
+    assert reply.status == 400 and list(reply.json) == ["error"] and reply.json["error"], reply.body
+    assert_clean(reply, world.keeper)
+    assert state(api, world) == world.untouched
+
+
+MISSING_REFS: list[str | int] = [999, "nobody%2Fnothing", "garbage"]
+
+
+@pytest.mark.parametrize("route", route_params(ROUTES))
+def test_who_learns_what_about_a_missing_project(api: Api, scene: Scene, world: World, route: Route) -> None:
+    """Token problems are answered before the project is looked up; only then is it not found."""
+    scene.user("late")
+    scene.user("gone", blocked=True)
+    scene.user("root", admin=True)
+    tokens: dict[str, str | None] = {
+        "no-token": None,
+        "unknown": NEVER_ISSUED,
+        "malformed": MALFORMED,
+        "expired": scene.token("late", expires_at="2000-01-01"),
+        "revoked": revoked_token("late"),
+        "blocked": scene.token("gone"),
+        "read_api-admin": scene.token("root", scopes=["read_api"]),
+        "admin": scene.token("root"),
+        "maintainer-here": world.keeper,
+    }
+    answers: dict[str, Outcome] = {
+        "no-token": (401, UNAUTHORIZED),
+        "unknown": (401, UNAUTHORIZED),
+        "malformed": (401, UNAUTHORIZED),
+        "expired": (401, EXPIRED),
+        "revoked": (401, REVOKED),
+        "blocked": (403, BLOCKED),
+        "read_api-admin": (403, INSUFFICIENT_SCOPE) if route.writes else (404, PROJECT_NOT_FOUND),
+        "admin": (404, PROJECT_NOT_FOUND),
+        "maintainer-here": (404, PROJECT_NOT_FOUND),
+    }
+    actual = {
+        (who, ref): observe(route, send(api, route, world, token, ref=ref), token)
+        for who, token in tokens.items()
+        for ref in MISSING_REFS
+    }
+    assert actual == {(who, ref): answers[who] for who in tokens for ref in MISSING_REFS}
+    assert state(api, world) == world.untouched
+
+
+@pytest.mark.parametrize("route", route_params(WRITE_ROUTES))
+def test_read_api_write_is_refused_for_scope_before_project_and_role(
+    api: Api, scene: Scene, world: World, route: Route
+) -> None:
+    scene.user("stranger")
+    tokens = {
+        "non-member": scene.token("stranger", scopes=["read_api"]),
+        "guest": member_token(scene, world, "guest", "guest", scopes=["read_api"]),
+        "developer": member_token(scene, world, "developer", "developer", scopes=["read_api"]),
+        "maintainer": member_token(scene, world, "maintainer", "maintainer", scopes=["read_api"]),
+    }
+    actual = {who: observe(route, send(api, route, world, token), token) for who, token in tokens.items()}
+    assert actual == {who: (403, INSUFFICIENT_SCOPE) for who in tokens}
+    assert state(api, world) == world.untouched
+
+
+@pytest.mark.parametrize("route", [GET_SETTINGS, PATCH_SETTINGS], ids=["get", "patch"])
+def test_role_is_checked_before_the_setting_exists(api: Api, scene: Scene, route: Route) -> None:
+    project = scene.project("acme/bare")
+    path = SETTINGS.format(id=int(project.project_id))
+    scene.user("dev")
+    scene.member(project, "dev", "developer")
+    developer = scene.token("dev")
+    assert_error(api.call(route.method, path, token=developer, json_body=route.body), 403, FORBIDDEN, developer)
+    maintainer = scene.maintainer(project)
+    reply = api.call(route.method, path, token=maintainer, json_body=route.body)
+    assert_error(reply, 404, SETTING_NOT_FOUND, maintainer)
+
+
+def test_deleting_a_missing_key_answers_by_caller(api: Api, scene: Scene, world: World) -> None:
+    developer = member_token(scene, world, "dev", "developer")
+    scene.user("stranger")
+    scene.user("root", admin=True)
+    tokens = {"developer": developer, "stranger": scene.token("stranger"), "maintainer": world.keeper}
+    tokens["admin"] = scene.token("root")
+    actual = {
+        (who, key_ref): observe(DELETE_KEY, api.delete(KEY.format(id=world.project_id, key_id=key_ref), token=t), t)
+        for who, t in tokens.items()
+        for key_ref in ("999", "abc", "-1", "0")
+    }
+    by_caller = {
+        "developer": (403, FORBIDDEN),
+        "stranger": (404, PROJECT_NOT_FOUND),
+        "maintainer": (404, KEY_NOT_FOUND),
+        "admin": (404, KEY_NOT_FOUND),
+    }
+    assert actual == {(who, key_ref): by_caller[who] for who, key_ref in actual}
+    assert state(api, world) == world.untouched
+
+
+def test_another_projects_key_is_not_found(api: Api, scene: Scene, world: World) -> None:
+    other = scene.project("acme/other")
+    token = scene.maintainer(other, "neighbour")
+    reply = api.delete(KEY.format(id=int(other.project_id), key_id=world.key_id), token=token)
+    assert_error(reply, 404, KEY_NOT_FOUND, token)
+    assert state(api, world) == world.untouched
+
+
+def test_integrated_switch_off_is_checked_after_role_and_parameters(
+    api: Api, scene: Scene, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ERRORTRACKING_INTEGRATED", "false")
+    config.get_config.cache_clear()
+    path = SETTINGS.format(id=world.project_id)
+    developer = member_token(scene, world, "dev", "developer")
+    reply = api.put(path, token=developer, json_body={"active": True, "integrated": True})
+    assert_error(reply, 403, FORBIDDEN, developer)
+    reply = api.put(path, token=world.keeper, json_body={"active": "maybe", "integrated": True})
+    assert_error(reply, 400, {"error": "active is invalid"}, world.keeper)
+    reply = api.put(path, token=world.keeper, json_body={"active": True, "integrated": True})
+    assert_error(reply, 404, NOT_FOUND, world.keeper)
+
+
+# Section 1: authentication, on every route.
+
+
+@pytest.mark.parametrize("route", route_params(ROUTES))
+def test_every_transport_on_every_route(api: Api, scene: Scene, world: World, route: Route) -> None:
+    expired = member_token(scene, world, "late", "maintainer", expires_at="2000-01-01")
+    reader = member_token(scene, world, "reader", "maintainer", scopes=["read_api"])
+    actual: dict[tuple[str, str], Outcome] = {}
+    expected: dict[tuple[str, str], Outcome] = {}
+    for transport in TRANSPORTS:
+        for who, token, answer in (
+            ("unknown", NEVER_ISSUED, (401, UNAUTHORIZED)),
+            ("expired", expired, (401, EXPIRED)),
+        ):
+            actual[transport, who] = observe(route, send(api, route, world, token, transport=transport), token)
+            expected[transport, who] = answer
+        if route.writes:
+            actual[transport, "read_api"] = observe(route, send(api, route, world, reader, transport=transport), reader)
+            expected[transport, "read_api"] = (403, INSUFFICIENT_SCOPE)
+    assert state(api, world) == world.untouched
+    for transport in TRANSPORTS:
+        # The numeric id with every transport; a path id next to the token in the query string too.
+        for ref in (world.project_id, "acme%2Fshop") if transport == "query-parameter" else (world.project_id,):
+            cell = (transport, f"maintainer@{ref}")
+            actual[cell], expected[cell] = try_allowed(api, route, world, world.keeper, ref=ref, transport=transport)
+        if not route.writes:
+            actual[transport, "read_api"], expected[transport, "read_api"] = try_allowed(
+                api, route, world, reader, transport=transport
+            )
+    assert actual == expected
+
+
+@pytest.mark.parametrize("route", route_params(ROUTES))
+def test_token_and_user_states_on_every_route(api: Api, scene: Scene, world: World, route: Route) -> None:
+    tomorrow = (today() + dt.timedelta(days=1)).isoformat()
+    member_token(scene, world, "m", "maintainer")
+    blocked = member_token(scene, world, "gone", "maintainer")
+    accounts.set_user_state("gone", "blocked")
+    scene.user("fallen", admin=True, blocked=True)
+    refused: dict[str, tuple[str, Outcome]] = {
+        "expired": (scene.token("m", expires_at="2000-01-01"), (401, EXPIRED)),
+        "expiring-today": (scene.token("m", expires_at=today().isoformat()), (401, EXPIRED)),
+        "revoked": (revoked_token("m"), (401, REVOKED)),
+        # GitLab's order: expired before revoked, both before scope; scope before the user's state.
+        "expired-and-revoked": (revoked_token("m", expires_at="2000-01-01"), (401, EXPIRED)),
+        "revoked-read_api": (revoked_token("m", scopes=["read_api"]), (401, REVOKED)),
+        "blocked-maintainer": (blocked, (403, BLOCKED)),
+        "blocked-admin": (scene.token("fallen"), (403, BLOCKED)),
+    }
+    if route.writes:
+        refused["read_api"] = (scene.token("m", scopes=["read_api"]), (403, INSUFFICIENT_SCOPE))
+        refused["blocked-read_api"] = (scene.token("gone", scopes=["read_api"]), (403, INSUFFICIENT_SCOPE))
+    actual = {case: observe(route, send(api, route, world, token), token) for case, (token, _) in refused.items()}
+    expected = {case: answer for case, (_, answer) in refused.items()}
+    assert state(api, world) == world.untouched
+    allowed = {
+        "expiring-tomorrow": scene.token("m", expires_at=tomorrow),
+        "api-and-read_api": scene.token("m", scopes=["read_api", "api"]),
+        "other-token-of-a-user-with-a-revoked-one": scene.token("m"),
+    }
+    if not route.writes:
+        allowed["read_api"] = scene.token("m", scopes=["read_api"])
+    for case, token in allowed.items():
+        actual[case], expected[case] = try_allowed(api, route, world, token)
+    assert actual == expected
+
+
+def test_unblocked_user_is_let_in_again(api: Api, scene: Scene, world: World) -> None:
+    token = member_token(scene, world, "m", "maintainer")
+    accounts.set_user_state("m", "blocked")
+    assert_error(send(api, GET_SETTINGS, world, token), 403, BLOCKED, token)
+    accounts.set_user_state("m", "active")
+    assert observe(GET_SETTINGS, send(api, GET_SETTINGS, world, token), token) == (200, SETTING_ON)
+
+
+def test_empty_or_unusable_token_is_401(api: Api, world: World) -> None:
+    ways: dict[str, tuple[dict[str, str], str]] = {
+        "empty-private-token": ({"PRIVATE-TOKEN": ""}, ""),
+        "bearer-without-token": ({"Authorization": "Bearer"}, ""),
+        "bearer-blank": ({"Authorization": "Bearer "}, ""),
+        "basic-scheme": ({"Authorization": f"Basic {NEVER_ISSUED}"}, ""),
+        "empty-query-token": ({}, "?private_token="),
+    }
+    actual = {
+        (way, route.name): observe(
+            route,
+            api.call(route.method, route.path(world.project_id, world.key_id) + query, headers=headers),
+            NEVER_ISSUED,
+        )
+        for way, (headers, query) in ways.items()
+        for route in ROUTES
+    }
+    assert actual == {cell: (401, UNAUTHORIZED) for cell in actual}
+    assert state(api, world) == world.untouched
+
+
+# GET /api/v4/user
+
+
+def expected_user(user_id: int, username: str, name: str, *, admin: bool = False) -> dict[str, Any]:
+    return {"id": user_id, "username": username, "name": name, "state": "active", "is_admin": admin}
+
+
+@pytest.mark.parametrize("admin", [False, True], ids=["user", "admin"])
+def test_current_user(api: Api, store: None, admin: bool) -> None:
+    user = accounts.create_user("alice", admin=admin, name="Alice Liddell")
+    _, token = accounts.create_token("alice")
+    _, reader = accounts.create_token("alice", scopes=["read_api"])
+    expected = expected_user(int(user.user_id), "alice", "Alice Liddell", admin=admin)
+    for secret in (token, reader):
+        for transport in TRANSPORTS:
+            reply = api.get(with_token(USER, secret, transport), headers=auth_headers(secret, transport))
+            assert (reply.status, reply.json) == (200, expected), (transport, reply.body)
+            assert list(reply.json) == USER_KEYS
+            assert_clean(reply, secret)
+
+
+def test_current_user_is_the_tokens_owner(api: Api, scene: Scene) -> None:
+    first, second = scene.user("first"), scene.user("second")
+    assert api.get(USER, token=scene.token("first")).json == expected_user(int(first.user_id), "first", "first")
+    assert api.get(USER, token=scene.token("second")).json == expected_user(int(second.user_id), "second", "second")
+
+
+def test_current_user_refusals(api: Api, scene: Scene) -> None:
+    scene.user("alice")
+    scene.user("bob", blocked=True)
+    cases: dict[str, tuple[str | None, Outcome]] = {
+        "no-token": (None, (401, UNAUTHORIZED)),
+        "unknown": (NEVER_ISSUED, (401, UNAUTHORIZED)),
+        "expired": (scene.token("alice", expires_at="2000-01-01"), (401, EXPIRED)),
+        "expiring-today": (scene.token("alice", expires_at=today().isoformat()), (401, EXPIRED)),
+        "revoked": (revoked_token("alice"), (401, REVOKED)),
+        "blocked": (scene.token("bob"), (403, BLOCKED)),
+    }
+    actual = {}
+    for case, (token, _) in cases.items():
+        reply = api.get(USER, headers=auth_headers(token, "private-token-header"))
+        actual[case] = (reply.status, reply.json, *([problems] if (problems := hygiene(reply, token)) else []))
+    assert actual == {case: answer for case, (_, answer) in cases.items()}
+
+
+# Section 3: the :id path parameter.
+
+
+@pytest.mark.parametrize("route", route_params(ROUTES))
+def test_project_by_url_encoded_path_ignores_case(api: Api, world: World, route: Route) -> None:
+    actual: dict[str, Outcome] = {}
+    expected: dict[str, Outcome] = {}
+    for ref in ("acme%2Fshop", "ACME%2FSHOP", "aCmE%2fsHoP"):
+        actual[ref], expected[ref] = try_allowed(api, route, world, world.keeper, ref=ref)
+    assert actual == expected
+
+
+def test_project_in_a_subgroup_by_path(api: Api, scene: Scene) -> None:
+    world = make_world(api, scene, path="acme/team/shop")
+    scene.project("acme/team2")
+    actual = {
+        ref: observe(LIST_KEYS, send(api, LIST_KEYS, world, world.keeper, ref=ref))
+        for ref in ("acme%2Fteam%2Fshop", "Acme%2FTeam%2FShop", "acme%2Fteam", "acme%2Fshop", "team%2Fshop")
+    }
+    assert actual == {
+        "acme%2Fteam%2Fshop": (200, {"ids": [world.key_id]}),
+        "Acme%2FTeam%2FShop": (200, {"ids": [world.key_id]}),
+        "acme%2Fteam": (404, PROJECT_NOT_FOUND),
+        "acme%2Fshop": (404, PROJECT_NOT_FOUND),
+        "team%2Fshop": (404, PROJECT_NOT_FOUND),
+    }
+
+
+def test_numeric_id_and_path_reach_the_same_project(api: Api, scene: Scene) -> None:
+    first = make_world(api, scene, path="acme/shop")
+    second = scene.project("acme/second")
+    assert int(second.project_id) != first.project_id
+    for ref in (first.project_id, "acme%2Fshop"):
+        keys = send(api, LIST_KEYS, first, first.keeper, ref=ref)
+        assert [key["id"] for key in keys.json] == [first.key_id]
+        # The DSN names the project by number, whichever way the request named it.
+        assert keys.json[0]["sentry_dsn"].endswith(f"/errortracking/api/v1/projects/{first.project_id}")
+
+
+GARBAGE_REFS = [
+    "abc",
+    "acme",
+    "shop",
+    "-1",
+    "+1",
+    "%2B1",
+    "1.0",
+    "1e3",
+    "0x1",
+    "%201",
+    "1%20",
+    "1%2F",
+    "%",
+    "%ZZ",
+    "%C3%A9",
+    "acme%252Fshop",
+    "acme%2F",
+    "nobody%2Fnothing",
+    "0",
+    "999",
+    "99999999999999999999999999999999999999999999999999",
+]
+
+
+def test_unknown_or_garbage_id_is_project_not_found(api: Api, scene: Scene, world: World) -> None:
+    # An admin may see every project: a 404 for them means there is no such project.
+    scene.user("root", admin=True)
+    admin = scene.token("root")
+    actual = {
+        (ref, route.name): observe(route, send(api, route, world, admin, ref=ref), admin)
+        for ref in GARBAGE_REFS
+        for route in (GET_SETTINGS, PUT_SETTINGS)
+    }
+    assert actual == {cell: (404, PROJECT_NOT_FOUND) for cell in actual}
+    assert state(api, world) == world.untouched
+
+
+@pytest.fixture
+def gateway(api: Api) -> Iterator[Any]:
+    """The app as Lambda sees it behind API Gateway, which may hand ``:id`` over already decoded."""
+    from app import app
+
+    yield app
+
+
+def invoke(app: Any, method: str, encoded_path: str, path_id: str, token: str) -> tuple[int, Any]:
+    """Call the Lambda handler with the event API Gateway would send, ``:id`` handed over as ``path_id``."""
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    converter = LambdaEventConverter(RouteMatcher(list(app.routes)))
+    event = converter.create_lambda_event(method, encoded_path, {"PRIVATE-TOKEN": token}, None)
+    event["pathParameters"]["id"] = path_id
+    response = app(event, LambdaContext("api_handler", 128))
+    return int(response["statusCode"]), json.loads(response["body"])
+
+
+def test_path_id_is_accepted_encoded_or_decoded(gateway: Any, world: World) -> None:
+    handovers = [
+        ("acme%2Fshop", "acme%2Fshop"),  # as `chalice local` hands it over
+        ("Acme%2fShop", "Acme%2fShop"),
+        ("acme%2Fshop", "acme/shop"),  # as API Gateway may hand it over
+        ("ACME%2FShop", "ACME/Shop"),
+    ]
+    actual = {
+        (encoded, handed_over): invoke(gateway, "GET", SETTINGS.format(id=encoded), handed_over, world.keeper)
+        for encoded, handed_over in handovers
+    }
+    assert actual == {cell: (200, SETTING_ON) for cell in handovers}
+
+
+def test_path_id_is_decoded_exactly_once_when_handed_over_decoded(gateway: Any, world: World) -> None:
+    # The client sent acme%252Fshop, whose single decoding is the id "acme%2Fshop": no slash, no project.
+    # API Gateway may hand it over already decoded once; decoding it again would find acme/shop.
+    encoded = SETTINGS.format(id="acme%252Fshop")
+    assert invoke(gateway, "GET", encoded, "acme%252Fshop", world.keeper) == (404, PROJECT_NOT_FOUND)
+    assert invoke(gateway, "GET", encoded, "acme%2Fshop", world.keeper) == (404, PROJECT_NOT_FOUND)
+
+
+# Section 8: everything else.
+
+
+def test_unknown_route_is_refused_without_echoing_the_token(api: Api, world: World) -> None:
+    for path in ("/api/v4/nope", f"/api/v4/projects/{world.project_id}/error_tracking/nope", "/api/v4/projects"):
+        reply = api.get(path, token=world.keeper)
+        # Deployed: the gateway's 404; `chalice local` (and its test client): 403 Missing Authentication Token.
+        assert (reply.status, reply.json) in (
+            (404, {"error": "404 Not Found"}),
+            (403, {"message": "Missing Authentication Token"}),
+        ), reply.body
+        assert world.keeper not in reply.body.decode("utf-8")
+
+
+def test_wrong_method_answers_json(api: Api, world: World) -> None:
+    for method, path in (("POST", USER), ("DELETE", SETTINGS), ("PUT", KEYS), ("GET", KEY)):
+        reply = api.call(method, path.format(id=world.project_id, key_id=world.key_id), token=world.keeper)
+        assert reply.status == 405, (method, path, reply.body)
+        assert isinstance(reply.json, dict) and "Code" not in reply.json, reply.body
+        assert_clean(reply, world.keeper)
+    assert state(api, world) == world.untouched
