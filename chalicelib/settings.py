@@ -8,6 +8,8 @@ re-applies the request, so concurrent PUT and PATCH never lose a field.
 from __future__ import annotations
 
 import datetime as dt
+import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,8 @@ from chalicelib.config import get_config
 from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
-_ATTEMPTS = 5
+_ATTEMPTS = 8
+_BACKOFF_SECONDS = 0.005  # 5 ms, doubling: at most ~1.3 s of waiting over all attempts
 _TOKEN_STANDIN = b"ciphertext to come"  # never stored: only the dry run sees it
 
 
@@ -129,7 +132,7 @@ def save(
     )
     encrypted = crypto.encrypt_token(project_id, change.token) if change.token else None
     integrated_enabled = get_config().integrated_enabled
-    for _ in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
         current = _new_setting(project_id) if setting is None else setting
         _apply(current, change, encrypted)
         needs_key = integrated_enabled and current.enabled and current.integrated and int(project.active_keys or 0) == 0
@@ -149,7 +152,9 @@ def save(
         except (PutError, TransactWriteError) as exc:
             if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
                 raise
-        # Somebody wrote in between: read both again and re-apply the request to what is there now.
+        # Somebody wrote in between: wait a little (jittered, growing), read both again and
+        # re-apply the request to what is there now.
+        time.sleep(random.uniform(0, _BACKOFF_SECONDS * 2**attempt))
         found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])
         fresh_setting = found.get(ErrorTrackingSetting.key(project_id))
         fresh_project = found.get(Project.key(project_id))

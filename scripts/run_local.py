@@ -16,9 +16,40 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "errortracking: ready"
+
+
+def embedded_store(port: int) -> Any:
+    """moto's server (DynamoDB and KMS in memory), answering one request at a time.
+
+    moto's backends are not thread-safe: a transaction checks its conditions and writes without a
+    lock, and a cancelled one restores a copy of the table taken when it began, wiping other
+    threads' writes. DynamoDB serialises conflicting writes; so must our stand-in, or parallel
+    requests see races real DynamoDB never has.
+    """
+    import threading
+
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    class SerializedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+                with lock:
+                    return [b"".join(app(environ, start_response))]
+
+            self._server = make_server(self._ip_address, self._port, one_at_a_time, threaded=True)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 
 
 def _port_free(port: int) -> bool:
@@ -112,11 +143,8 @@ def main() -> int:
 
     import logging
 
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per store request
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.db_port, verbose=False)
+    server = embedded_store(args.db_port)
     server.start()
     chalice: subprocess.Popen[bytes] | None = None
 
