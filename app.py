@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, CORSConfig, Request, Response
 
-from chalicelib import authorizer, client_keys, entities, errors, settings, telemetry
-from chalicelib.authorizer import Preload, current, current_project, requires
+from chalicelib import authorizer, client_keys, entities, errors, ingestion, settings, telemetry, tracked_errors
+from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
-from chalicelib.models import MAINTAINER, ErrorTrackingSetting
-from chalicelib.pagination import paginate
-from chalicelib.params import CONTENT_TYPES, request_params
+from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
+from chalicelib.pagination import cursor_headers, page_size, paginate
+from chalicelib.params import CONTENT_TYPES, Params, request_params
 from chalicelib.urls import public_base_url, request_path
 
 app = Chalice(app_name="errortracking")
@@ -29,6 +29,22 @@ PROJECT = "/api/v4/projects/{id}"
 SETTINGS = PROJECT + "/error_tracking/settings"
 CLIENT_KEYS = PROJECT + "/error_tracking/client_keys"
 CLIENT_KEY = CLIENT_KEYS + "/{key_id}"
+ERRORS = PROJECT + "/error_tracking/errors"
+ERROR = ERRORS + "/{error_id}"
+# Where a DSN leads: a Sentry SDK appends api/<project id>/envelope/ to the DSN's path.
+INGEST = "/errortracking/api/v1/projects/api/{project_id}"
+SENTRY_CONTENT_TYPES = [
+    "application/x-sentry-envelope",
+    "application/json",
+    "text/plain",  # browser SDKs
+    "application/octet-stream",
+]
+# Browser SDKs post cross-origin and must read the rate-limit headers.
+SENTRY_CORS = CORSConfig(
+    allow_origin="*",
+    allow_headers=["X-Sentry-Auth", "Content-Type", "Content-Encoding"],
+    expose_headers=["X-Sentry-Rate-Limits", "Retry-After"],
+)
 
 
 def _request() -> Request:
@@ -43,6 +59,13 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _setting_response(setting: ErrorTrackingSetting) -> Response:
     return _json(entities.setting(setting, get_config().integrated_enabled))
+
+
+def _current_error() -> TrackedError:
+    error = current().error
+    if error is None:
+        raise errors.not_found("Error")
+    return error
 
 
 @app.route("/api/v4/user", methods=["GET"], content_types=CONTENT_TYPES)
@@ -101,3 +124,115 @@ def create_client_key(id: str) -> Response:
 def delete_client_key(id: str, key_id: str) -> Response:
     key = client_keys.delete_key(current_project(), current().client_key)
     return _json(entities.client_key(key, public_base_url(_request())))
+
+
+@app.route(CLIENT_KEY, methods=["PATCH"], content_types=CONTENT_TYPES)
+@requires(MAINTAINER, preload=(Preload.CLIENT_KEY,))
+def update_client_key(id: str, key_id: str) -> Response:
+    params = Params(request_params(_request()))
+    params.at_least_one(("active", "name", "rate_limit_count", "rate_limit_window"))
+    active = params.boolean("active")
+    name = params.string("name", allow_empty=True)
+    count = params.integer("rate_limit_count", minimum=1, maximum=1_000_000, allow_empty=True)
+    window = params.integer("rate_limit_window", minimum=1, maximum=86_400, allow_empty=True)
+    if (count is None) != (window is None) or (count == 0) != (window == 0):
+        params.problems.append("rate_limit_count and rate_limit_window must be given together")
+    params.check()
+    key = client_keys.update_key(
+        current_project(),
+        current().client_key,
+        active=active,
+        name=name,
+        rate_limit=None if count is None or window is None else (count, window),
+    )
+    return _json(entities.client_key(key, public_base_url(_request())))
+
+
+@app.route(ERRORS, methods=["GET"], content_types=CONTENT_TYPES)
+@requires(REPORTER)
+def list_errors(id: str) -> Response:
+    request = _request()
+    raw = request_params(request)
+    params = Params(raw)
+    status = params.one_of("status", tracked_errors.STATUSES, default="unresolved")
+    sort = params.one_of("sort", tuple(tracked_errors.SORTS), default="last_seen")
+    search = params.string("search", allow_empty=True)
+    cursor = params.string("cursor", max_length=2048)
+    params.check()
+    project = current_project()
+    items, next_cursor = tracked_errors.list_errors(
+        int(project.project_id),
+        status=str(status),
+        sort=str(sort),
+        search=search or None,
+        cursor=cursor,
+        limit=page_size(raw.get("limit")),
+    )
+    base = public_base_url(request)
+    return _json(
+        [entities.tracked_error(item, project, base) for item in items],
+        headers=cursor_headers(base + request_path(request), raw, next_cursor),
+    )
+
+
+@app.route(ERROR, methods=["GET"], content_types=CONTENT_TYPES)
+@requires(REPORTER, preload=(Preload.ERROR,))
+def get_error(id: str, error_id: str) -> Response:
+    error = _current_error()
+    latest, pending = tracked_errors.latest_event_and_pending(error)
+    return _json(entities.error_detail(error, current_project(), public_base_url(_request()), latest, pending))
+
+
+@app.route(ERROR + "/events", methods=["GET"], content_types=CONTENT_TYPES)
+@requires(REPORTER, preload=(Preload.ERROR,))
+def list_error_events(id: str, error_id: str) -> Response:
+    request = _request()
+    raw = request_params(request)
+    params = Params(raw)
+    cursor = params.string("cursor", max_length=2048)
+    params.check()
+    error = _current_error()
+    items, next_cursor = tracked_errors.list_events(
+        int(error.project_id), int(error.error_id), cursor, page_size(raw.get("limit"))
+    )
+    return _json(
+        [entities.error_event(item) for item in items],
+        headers=cursor_headers(public_base_url(request) + request_path(request), raw, next_cursor),
+    )
+
+
+@app.route(ERROR, methods=["PUT"], content_types=CONTENT_TYPES)
+@requires(DEVELOPER, preload=(Preload.ERROR,))
+def update_error(id: str, error_id: str) -> Response:
+    params = Params(request_params(_request()))
+    status = params.one_of("status", tracked_errors.STATUSES, required=True)
+    params.check()
+    error = tracked_errors.set_status(_current_error(), str(status))
+    return _json(entities.tracked_error(error, current_project(), public_base_url(_request())))
+
+
+def _ingest(project_id: str, *, legacy_store: bool) -> Response:
+    request = _request()
+    query: dict[str, str] = dict(request.query_params or {})
+    raw = request.raw_body
+    body = ingestion.ingest(
+        project_id,
+        raw.encode("utf-8") if isinstance(raw, str) else (raw or b""),
+        auth_header=request.headers.get("x-sentry-auth"),
+        query_key=query.get("sentry_key"),
+        content_encoding=request.headers.get("content-encoding"),
+        legacy_store=legacy_store,
+    )
+    return _json(body)
+
+
+@app.route(INGEST + "/envelope", methods=["POST"], content_types=SENTRY_CONTENT_TYPES, cors=SENTRY_CORS)
+@public
+def ingest_envelope(project_id: str) -> Response:
+    return _ingest(project_id, legacy_store=False)
+
+
+@app.route(INGEST + "/store", methods=["POST"], content_types=SENTRY_CONTENT_TYPES, cors=SENTRY_CORS)
+@public
+def ingest_store(project_id: str) -> Response:
+    return _ingest(project_id, legacy_store=True)

@@ -36,6 +36,7 @@ from chalicelib.models import (
     Membership,
     Project,
     ProjectPathClaim,
+    TrackedError,
     User,
 )
 from chalicelib.params import MAX_BODY_BYTES
@@ -53,12 +54,14 @@ class Preload(enum.Enum):
 
     SETTING = "setting"
     CLIENT_KEY = "client_key"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
 class Requirement:
     role: int | None  # None: any authenticated user, no project involved
     preload: tuple[Preload, ...] = ()
+    public: bool = False  # no token: the route authenticates otherwise (Sentry keys)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Access:
     access_level: int = 0
     setting: ErrorTrackingSetting | None = None
     client_key: ClientKey | None = None
+    error: TrackedError | None = None
 
 
 _current: contextvars.ContextVar[Access | None] = contextvars.ContextVar("access", default=None)
@@ -98,6 +102,12 @@ def requires(role: int | None, *, preload: tuple[Preload, ...] = ()) -> Callable
         return view
 
     return mark
+
+
+def public(view: F) -> F:
+    """Declare a route that takes no token: it must authenticate its callers itself."""
+    view.requirement = Requirement(None, public=True)  # type: ignore[attr-defined]
+    return view
 
 
 def undeclared_routes(app: Chalice) -> list[str]:
@@ -158,6 +168,10 @@ def parse_key_id(raw: str | None) -> int | None:
     return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 12 else None
 
 
+def parse_error_id(raw: str | None) -> int | None:
+    return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 16 else None
+
+
 def _check_token(token: AccessToken | None, method: str) -> None:
     # GitLab's AccessTokenValidationService order: expired, revoked, then scope.
     if token is None:
@@ -216,6 +230,9 @@ def authorize(request: Request, requirement: Requirement) -> Access:
         key_id = parse_key_id(params.get("key_id"))
         if Preload.CLIENT_KEY in requirement.preload and key_id is not None:
             second.append(ClientKey.key(project_ref, key_id))
+        error_id = parse_error_id(params.get("error_id"))
+        if Preload.ERROR in requirement.preload and error_id is not None:
+            second.append(TrackedError.key(project_ref, error_id))
     loaded = models.fetch(second)
     user = _check_user(loaded.get(user_key))
     telemetry.set_user(int(user.user_id))
@@ -237,6 +254,8 @@ def authorize(request: Request, requirement: Requirement) -> Access:
             access.setting = item
         elif isinstance(item, ClientKey):
             access.client_key = item
+        elif isinstance(item, TrackedError):
+            access.error = item
     return access
 
 
@@ -259,7 +278,8 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
                 requirement = getattr(entry.view_function, "requirement", None)
                 if not isinstance(requirement, Requirement):
                     raise errors.forbidden()
-                token = _current.set(authorize(request, requirement))
+                if not requirement.public:
+                    token = _current.set(authorize(request, requirement))
             response = get_response(request)
         except errors.ApiError as error:
             response = error.to_response()

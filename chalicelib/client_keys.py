@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -84,6 +85,59 @@ def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
                 raise
         # Changed or gone since it was read: a racing DELETE got there first (404), or it changed
         # (try again with what is stored now).
+        found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
+        if not isinstance(found, ClientKey):
+            raise errors.client_key_not_found()
+        key = found
+    raise errors.service_unavailable()
+
+
+def update_key(
+    project: Project,
+    key: ClientKey | None,
+    *,
+    active: bool | None,
+    name: str | None,
+    rate_limit: tuple[int, int] | None,
+) -> ClientKey:
+    """Change a key's name, state or rate limit; the public key claim changes with it, so a
+    deactivated key stops ingestion at once. ``rate_limit`` (0, 0) removes the limit."""
+    if key is None:
+        raise errors.client_key_not_found()
+    for _ in range(_ATTEMPTS):
+        was_active = bool(key.active)
+        now_active = was_active if active is None else active
+        key_actions: list[Any] = [ClientKey.active.set(now_active)]
+        claim_actions: list[Any] = [PublicKeyClaim.active.set(now_active)]
+        if name is not None:
+            key_actions.append(ClientKey.name.set(name) if name else ClientKey.name.remove())
+        if rate_limit is not None:
+            count, window = rate_limit
+            for target, actions in ((ClientKey, key_actions), (PublicKeyClaim, claim_actions)):
+                if count:
+                    actions += [target.rate_limit_count.set(count), target.rate_limit_window.set(window)]
+                else:
+                    actions += [target.rate_limit_count.remove(), target.rate_limit_window.remove()]
+        try:
+            with TransactWrite(connection=models.connection()) as tw:
+                tw.update(key, actions=key_actions, condition=ClientKey.active == was_active)
+                tw.update(
+                    models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)),
+                    actions=claim_actions,
+                    condition=PublicKeyClaim.pk.exists(),
+                )
+                if now_active != was_active:
+                    tw.update(project, actions=[Project.active_keys.add(1 if now_active else -1)])
+            # What the transaction wrote, without reading it back.
+            key.active = now_active
+            if name is not None:
+                key.name = name or None
+            if rate_limit is not None:
+                key.rate_limit_count, key.rate_limit_window = rate_limit if rate_limit[0] else (None, None)
+            return key
+        except TransactWriteError as exc:
+            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+                raise
         found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
         if not isinstance(found, ClientKey):
             raise errors.client_key_not_found()

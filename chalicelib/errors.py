@@ -89,7 +89,26 @@ def unprocessable(text: str) -> ApiError:
 
 
 def payload_too_large() -> ApiError:
-    return message(413, "Request Entity Too Large")
+    return message(413, "Payload Too Large")
+
+
+def ingest_bad_request(what: str) -> ApiError:
+    """Ingestion's 400: no key, or a body that cannot be read."""
+    return message(400, f"Bad request - {what}")
+
+
+def ingest_forbidden(which: str) -> ApiError:
+    """Ingestion's 403: the key or the project's setting does not allow this event."""
+    return message(403, f"Forbidden - {which}")
+
+
+def rate_limited(retry_after: int) -> ApiError:
+    """Over a client key's rate limit, in the headers every Sentry SDK understands."""
+    return ApiError(
+        429,
+        {"message": "429 Too Many Requests"},
+        {"Retry-After": str(retry_after), "X-Sentry-Rate-Limits": f"{retry_after}:error:key"},
+    )
 
 
 def service_unavailable() -> ApiError:

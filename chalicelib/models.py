@@ -28,7 +28,9 @@ from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
     DiscriminatorAttribute,
+    MapAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
@@ -200,14 +202,133 @@ class ClientKey(Entity, discriminator="clientkey"):
 
 
 class PublicKeyClaim(Entity, discriminator="publickey"):
-    """Finds a client key by its public key alone (what a Sentry SDK sends); written with the key."""
+    """Finds a client key by its public key alone (what a Sentry SDK sends); written with the key.
+
+    It carries copies of what ingestion decides on (active, rate limit), changed in the same
+    transaction as the key, so one read answers whether an event may come in.
+    """
 
     project_id = NumberAttribute()
     key_id = NumberAttribute()
+    active = BooleanAttribute(default=True)
+    rate_limit_count = NumberAttribute(null=True)
+    rate_limit_window = NumberAttribute(null=True)
 
     @staticmethod
     def key(public_key: str) -> Key:
         return f"publickey#{public_key}", "publickey"
+
+
+class ErrorsByLastSeen(GlobalSecondaryIndex["Entity"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "errors_by_last_seen"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    last_seen = UnicodeAttribute(range_key=True)
+
+
+class ErrorsByFirstSeen(GlobalSecondaryIndex["Entity"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "errors_by_first_seen"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    first_seen = UnicodeAttribute(range_key=True)
+
+
+class ErrorsByCount(GlobalSecondaryIndex["Entity"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "errors_by_count"
+        projection = AllProjection()
+
+    listing = UnicodeAttribute(hash_key=True)
+    events_count = NumberAttribute(range_key=True)
+
+
+class TrackedError(Entity, discriminator="error"):
+    """One error: the events that share a grouping key. Listed per project and status, newest,
+    oldest or most frequent first, by three indexes on ``listing`` = ``<project id>#<status>``.
+
+    Its count is rolled up from :class:`ErrorShard` items at most a few times a second, so a noisy
+    error never makes this (indexed) item hot.
+    """
+
+    project_id = NumberAttribute()
+    error_id = NumberAttribute()
+    title = UnicodeAttribute()
+    title_lower = UnicodeAttribute()  # for case-insensitive search
+    type = UnicodeAttribute()
+    message = UnicodeAttribute(null=True)
+    culprit = UnicodeAttribute(null=True)
+    platform = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(default="unresolved")
+    listing = UnicodeAttribute()
+    first_seen = UnicodeAttribute()  # ISO-8601 UTC, microseconds: sorts as text
+    last_seen = UnicodeAttribute()
+    events_count = NumberAttribute(default=0)
+    users = UnicodeSetAttribute(null=True)  # digests of distinct users seen, up to USER_CAP
+    # Events per hour ("<epoch hour>": n) over the last 24 hours.
+    hours: MapAttribute[str, Any] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
+    latest_event = UnicodeAttribute(null=True)  # sort key of the newest stored event
+    by_last_seen = ErrorsByLastSeen()
+    by_first_seen = ErrorsByFirstSeen()
+    by_count = ErrorsByCount()
+
+    @staticmethod
+    def key(project_id: int, error_id: int) -> Key:
+        return f"error#{project_id}#{error_id}", "error"
+
+
+ERROR_SHARDS = 8
+
+
+class ErrorShard(Entity, discriminator="errorshard"):
+    """Events counted but not yet rolled up into their error; each on its own partition."""
+
+    pending = NumberAttribute(default=0)
+    rolled_at = UnicodeAttribute(null=True)
+
+    @staticmethod
+    def key(project_id: int, error_id: int, shard: int) -> Key:
+        return f"errorshard#{project_id}#{error_id}#{shard}", "shard"
+
+
+class StoredEvent(Entity, discriminator="event"):
+    """One event of an error, newest last in its partition; the payload zlib-compressed JSON."""
+
+    project_id = NumberAttribute()
+    error_id = NumberAttribute()
+    event_id = UnicodeAttribute()
+    timestamp = UnicodeAttribute()
+    received_at = UnicodeAttribute()
+    level = UnicodeAttribute(null=True)
+    environment = UnicodeAttribute(null=True)
+    release = UnicodeAttribute(null=True)
+    title = UnicodeAttribute(null=True)
+    trimmed = BooleanAttribute(default=False)
+    payload = BinaryAttribute(legacy_encoding=False)
+
+    @staticmethod
+    def key(project_id: int, error_id: int, timestamp: str, event_id: str) -> Key:
+        return f"events#{project_id}#{error_id}", f"{timestamp}#{event_id}"
+
+
+class RateWindow(Entity, discriminator="ratewindow"):
+    """Events a client key sent in one rate-limit window; DynamoDB expires it afterwards."""
+
+    hits = NumberAttribute(default=0)
+    expires = TTLAttribute(null=True)
+
+    @staticmethod
+    def key(key_id: int, window_start: int) -> Key:
+        return f"ratelimit#{key_id}", str(window_start)
+
+
+def kind_of(cls: type[Entity]) -> Any:
+    """The update action that tags an item with its kind: UpdateItem may create the item, and an
+    item without its discriminator could not be read back as its model."""
+    return cls.kind.set(cls)
 
 
 def build(cls: type[Entity], key: Key, **attributes: Any) -> Any:
@@ -230,7 +351,7 @@ def fetch(keys: list[Key]) -> dict[Key, Entity]:
 def next_id(name: str) -> int:
     """The next value of a service-wide sequence: one atomic UpdateItem."""
     counter = build(Counter, Counter.key(name))
-    counter.update(actions=[Counter.value.add(1)])
+    counter.update(actions=[Counter.value.add(1), kind_of(Counter)])
     return int(counter.value)
 
 

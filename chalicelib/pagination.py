@@ -20,11 +20,26 @@ def _positive_int(value: Any) -> int | None:
     return number if number > 0 else None
 
 
+def page_size(value: Any) -> int:
+    """A page size: default 20, at most 100, forgiving instead of failing (GitLab's rule)."""
+    return min(_positive_int(value) or DEFAULT_PER_PAGE, MAX_PER_PAGE)
+
+
 def page_params(params: dict[str, Any]) -> tuple[int, int]:
     """(page, per_page), with GitLab's forgiving defaults instead of errors."""
-    page = _positive_int(params.get("page")) or 1
-    per_page = min(_positive_int(params.get("per_page")) or DEFAULT_PER_PAGE, MAX_PER_PAGE)
-    return page, per_page
+    return _positive_int(params.get("page")) or 1, page_size(params.get("per_page"))
+
+
+def cursor_headers(url: str, params: dict[str, Any], next_cursor: str | None) -> dict[str, str]:
+    """Keyset pagination: ``Link: <...cursor=...>; rel="next"`` and ``X-Next-Cursor``, or nothing
+    on the last page."""
+    if not next_cursor:
+        return {}
+    kept = {k: str(v) for k, v in params.items() if k != "cursor" and not isinstance(v, dict | list)}
+    return {
+        "Link": f'<{url}?{urlencode({**kept, "cursor": next_cursor})}>; rel="next"',
+        "X-Next-Cursor": next_cursor,
+    }
 
 
 def paginate(items: Sequence[T], params: dict[str, Any], url: str) -> tuple[Sequence[T], dict[str, str]]:

@@ -123,6 +123,39 @@ class Params:
             return None
         return value
 
+    def integer(self, name: str, *, minimum: int, maximum: int, allow_empty: bool = False) -> int | None:
+        """An optional whole number in [minimum, maximum]; with ``allow_empty``, "" or null clear it (0)."""
+        if name not in self.raw:
+            return None
+        value = self.raw[name]
+        if allow_empty and (value is None or value == ""):
+            return 0
+        if not self._present(name, required=False):
+            return None
+        text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+            self.problems.append(f"{name} is invalid")
+            return None
+        return int(text)
+
+    def one_of(
+        self, name: str, choices: tuple[str, ...], *, default: str | None = None, required: bool = False
+    ) -> str | None:
+        """A string from ``choices`` (Grape's ``values:``)."""
+        if name not in self.raw and default is not None:
+            return default
+        if not self._present(name, required):
+            return default
+        value = self.raw[name]
+        if value not in choices:
+            self.problems.append(f"{name} does not have a valid value")
+            return default
+        return str(value)
+
+    def at_least_one(self, names: tuple[str, ...]) -> None:
+        if not any(name in self.raw for name in names):
+            self.problems.append(f"{', '.join(names)} are missing, at least one parameter must be provided")
+
     def check(self) -> None:
         """Raise one 400 naming every problem found, in the order the parameters were read."""
         if self.problems:

@@ -81,7 +81,8 @@ def test_table_is_exactly_what_the_models_declare(templates: dict[str, dict[str,
         return {(d["AttributeName"], d["AttributeType"]) for d in items}
 
     def keys(items: Any) -> list[tuple[str, str]]:
-        return [(k["AttributeName"], k["KeyType"]) for k in items]
+        # HASH then RANGE, as CloudFormation wants them (PynamoDB lists them in declaration order).
+        return sorted(((k["AttributeName"], k["KeyType"]) for k in items), key=lambda k: k[1])
 
     assert defs(props["AttributeDefinitions"]) == defs(schema["attribute_definitions"])
     assert keys(props["KeySchema"]) == keys(schema["key_schema"])
@@ -95,6 +96,13 @@ def test_table_is_exactly_what_the_models_declare(templates: dict[str, dict[str,
     }
     assert templated == declared
     assert not schema["local_secondary_indexes"] and "LocalSecondaryIndexes" not in props
+    from pynamodb.attributes import TTLAttribute
+
+    ttl = [
+        name for name, attribute in models.RateWindow.get_attributes().items() if isinstance(attribute, TTLAttribute)
+    ]
+    assert len(ttl) == 1
+    assert props["TimeToLiveSpecification"] == {"AttributeName": ttl[0], "Enabled": True}
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"

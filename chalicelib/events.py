@@ -1,0 +1,264 @@
+"""A Sentry event, read defensively: its identity, its time, what it says, and the error it belongs to.
+
+Grouping follows GitLab's collector, corrected where Sentry knows better: an SDK-sent
+``fingerprint`` wins (``{{ default }}`` expands to ours); otherwise exception events group by the
+raised exception's type (the *last* of ``exception.values``), the culprit and the platform, and
+message-only events by their message template. Exception values are never part of the key: they
+often hold object ids.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+# What one stored event may take, compressed, leaving room in the 400 KB DynamoDB item.
+MAX_STORED_BYTES = 300 * 1024
+_HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
+_DEFAULT_MARKERS = frozenset({"{{ default }}", "{{default}}"})
+
+
+def _text(value: Any, limit: int) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text[:limit] if text else None
+
+
+def event_id_of(payload: dict[str, Any], fallback: Any = None) -> str:
+    """32 lowercase hex characters: the event's own id, the envelope's, or a new one."""
+    for candidate in (payload.get("event_id"), fallback):
+        if isinstance(candidate, str):
+            normalized = candidate.replace("-", "").lower()
+            if _HEX32.match(normalized):
+                return normalized
+    return uuid.uuid4().hex
+
+
+def parse_timestamp(value: Any, default: dt.datetime) -> dt.datetime:
+    """ISO-8601 strings, or epoch seconds as a number or a string; anything else is ``default``."""
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        if isinstance(value, str):
+            text = value.strip()
+            if re.fullmatch(r"\d+(\.\d+)?", text):
+                return dt.datetime.fromtimestamp(float(text), dt.UTC)
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return default
+
+
+def _exceptions(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    exception = payload.get("exception")
+    values = exception.get("values") if isinstance(exception, dict) else exception  # Go sends a bare array
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def frames_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raised exception's frames (oldest call first), or the event's own stack trace."""
+    exceptions = _exceptions(payload)
+    stacktrace = exceptions[-1].get("stacktrace") if exceptions else payload.get("stacktrace")
+    frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+    return [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
+
+
+def _culprit(payload: dict[str, Any], frames: list[dict[str, Any]]) -> str:
+    transaction = _text(payload.get("transaction"), 255)
+    if transaction:
+        return transaction
+    candidates = [f for f in frames if f.get("in_app") is True] or frames
+    if not candidates:
+        return ""
+    frame = candidates[-1]
+    function = _text(frame.get("function"), 120) or "?"
+    module = _text(frame.get("module"), 120) or _text(frame.get("filename"), 120) or "?"
+    return f"{function}({module})"[:255]
+
+
+def _message(payload: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the message as shown, its template for grouping)."""
+    for source in (payload.get("logentry"), payload.get("message")):
+        if isinstance(source, dict):
+            formatted = _text(source.get("formatted"), 1024) or _text(source.get("message"), 1024)
+            template = _text(source.get("message"), 1024) or formatted
+            if formatted:
+                return formatted, template
+        elif isinstance(source, str) and source.strip():
+            return source.strip()[:1024], source.strip()[:1024]
+    return None, None
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    timestamp: dt.datetime
+    error_id: int
+    type: str  # "error" for exceptions, "default" otherwise, as Sentry says
+    title: str
+    message: str
+    culprit: str
+    platform: str
+    level: str
+    environment: str | None
+    release: str | None
+    user: str | None  # a digest of the user's identity, for counting distinct users
+    payload: dict[str, Any]
+
+
+def _grouping(parts: list[str], fingerprint: Any) -> list[str]:
+    if isinstance(fingerprint, list) and fingerprint and all(isinstance(p, str | int | float) for p in fingerprint):
+        expanded: list[str] = []
+        for part in fingerprint:
+            expanded.extend(parts if str(part).strip() in _DEFAULT_MARKERS else [str(part)[:255]])
+        return expanded
+    return parts
+
+
+def error_id_for(parts: list[str]) -> int:
+    """A stable positive id below 2^53, so JavaScript clients read it exactly."""
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).digest()
+    return int.from_bytes(digest[:7], "big") >> 3 or 1
+
+
+def _user(payload: dict[str, Any]) -> str | None:
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        return None
+    for field in ("id", "email", "username", "ip_address"):
+        value = _text(user.get(field), 255)
+        if value:
+            return hashlib.sha256(f"{field}:{value}".encode()).hexdigest()[:16]
+    return None
+
+
+def normalize(payload: dict[str, Any], received_at: dt.datetime, envelope_event_id: Any = None) -> Event:
+    """Everything the service needs from one event payload (any JSON object is accepted)."""
+    exceptions = _exceptions(payload)
+    frames = frames_of(payload)
+    culprit = _culprit(payload, frames)
+    platform = _text(payload.get("platform"), 64) or "other"
+    message, template = _message(payload)
+    if exceptions:
+        raised = exceptions[-1]
+        exc_type = _text(raised.get("type"), 255) or "Error"
+        value = _text(raised.get("value"), 1024) or ""
+        title = f"{exc_type}: {value}" if value else exc_type
+        kind, shown = "error", value or message or ""
+        parts = ["exception", exc_type, culprit, platform]
+    elif template:
+        title, kind, shown = (message or template).splitlines()[0], "default", message or template
+        parts = ["message", template]
+    else:
+        title, kind, shown = "<unlabeled event>", "default", ""
+        parts = ["event", platform, culprit]
+    return Event(
+        event_id=event_id_of(payload, envelope_event_id),
+        timestamp=parse_timestamp(payload.get("timestamp"), received_at),
+        error_id=error_id_for(_grouping(parts, payload.get("fingerprint"))),
+        type=kind,
+        title=title[:255],
+        message=shown[:1024],
+        culprit=culprit,
+        platform=platform,
+        level=_text(payload.get("level"), 32) or ("error" if exceptions else "info"),
+        environment=_text(payload.get("environment"), 255),
+        release=_text(payload.get("release"), 255),
+        user=_user(payload),
+        payload=payload,
+    )
+
+
+def _compress(payload: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8"), 6)
+
+
+def _stacktraces(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    holders = list(_exceptions(payload))
+    threads = payload.get("threads")
+    if isinstance(threads, dict) and isinstance(threads.get("values"), list):
+        holders += [t for t in threads["values"] if isinstance(t, dict)]
+    return [h["stacktrace"] for h in holders if isinstance(h.get("stacktrace"), dict)]
+
+
+def _without_frame_vars(payload: dict[str, Any]) -> None:
+    for stacktrace in _stacktraces(payload):
+        frames = stacktrace.get("frames")
+        for frame in frames if isinstance(frames, list) else []:
+            if isinstance(frame, dict):
+                frame.pop("vars", None)
+
+
+_FRAME_ESSENTIALS = ("filename", "abs_path", "function", "module", "lineno", "colno", "in_app", "context_line")
+_EVENT_ESSENTIALS = ("event_id", "timestamp", "level", "platform", "environment", "release", "transaction")
+
+
+def _bare(frame: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: frame[k] if isinstance(frame[k], bool | int) else _text(frame[k], 255)
+        for k in _FRAME_ESSENTIALS
+        if k in frame
+    }
+
+
+def _essentials(payload: dict[str, Any]) -> dict[str, Any]:
+    """The last resort: the event's identity, and its exceptions with at most 50 bare frames each."""
+    kept: dict[str, Any] = {k: _text(payload[k], 255) for k in _EVENT_ESSENTIALS if k in payload}
+    message, _ = _message(payload)
+    if message:
+        kept["message"] = message
+    exceptions = []
+    for exception in _exceptions(payload)[-5:]:
+        frames = frames_of({"exception": [exception]})[-50:]
+        exceptions.append(
+            {
+                "type": _text(exception.get("type"), 255),
+                "value": _text(exception.get("value"), 1024),
+                "stacktrace": {"frames": [_bare(frame) for frame in frames]},
+            }
+        )
+    if exceptions:
+        kept["exception"] = {"values": exceptions}
+    return kept
+
+
+# What goes, in this order, when an event is too big to store whole.
+_TRIM_ORDER = ("frame vars", "breadcrumbs", "modules extra contexts request debug_meta spans threads")
+
+
+def fit_for_storage(payload: dict[str, Any]) -> tuple[bytes, bool]:
+    """The payload compressed to fit one DynamoDB item: (bytes, whether anything was trimmed).
+
+    What goes first when it must: frame variables, then breadcrumbs, then the bulky extras
+    (modules, extra, contexts, request bodies); at last only the essentials of the exceptions.
+    """
+    stored = _compress(payload)
+    if len(stored) <= MAX_STORED_BYTES:
+        return stored, False
+    trimmed = json.loads(json.dumps(payload, default=str))
+    for drop in _TRIM_ORDER:
+        if drop == "frame vars":
+            _without_frame_vars(trimmed)
+        else:
+            for name in drop.split():
+                trimmed.pop(name, None)
+        trimmed["_trimmed"] = True
+        stored = _compress(trimmed)
+        if len(stored) <= MAX_STORED_BYTES:
+            return stored, True
+    essentials = _essentials(trimmed)
+    essentials["_trimmed"] = True
+    return _compress(essentials), True
+
+
+def load_stored(data: bytes) -> dict[str, Any]:
+    value = json.loads(zlib.decompress(data))
+    return value if isinstance(value, dict) else {}

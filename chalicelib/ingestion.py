@@ -1,0 +1,137 @@
+"""Where a DSN leads: Sentry SDKs post envelopes (and legacy store bodies) here.
+
+Order of checks: a key must be given (400); the body must be readable (400, or 413 when too big);
+then one BatchGetItem reads the key's claim, the project's setting, and each event's error and
+shard; the key must be known, active and this project's, and the setting active and integrated
+(403, saying which); then the key's rate limit (429). Every well-formed envelope from a valid key
+gets 200 ``{"id": <event id>}`` whatever its items; only ``event`` items are stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib import errors, events, models, tracked_errors
+from chalicelib.config import get_config
+from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
+from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
+
+# A key found over its limit is refused from memory until its window ends: a flood costs this
+# Lambda instance no DynamoDB calls.
+_blocked_until: dict[int, float] = {}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a request carries: the envelope's event id, and its events."""
+
+    header_event_id: Any
+    payloads: list[dict[str, Any]]
+
+
+def read_submission(body: bytes, content_encoding: str | None, *, legacy_store: bool) -> Submission:
+    try:
+        data = decode_body(body, content_encoding)
+        if legacy_store:
+            payload = parse_store_body(data)
+            return Submission(payload.get("event_id"), [payload])
+        envelope = parse_envelope(data)
+        payloads = []
+        for item in envelope.items:
+            if item.type == "event":
+                payload = item.json()
+                if not isinstance(payload, dict):
+                    raise EnvelopeError("an event item is not a JSON object")
+                payloads.append(payload)
+        return Submission(envelope.headers.get("event_id"), payloads)
+    except EnvelopeError as exc:
+        if exc.status == 413:
+            raise errors.payload_too_large() from exc
+        raise errors.ingest_bad_request(str(exc)) from exc
+
+
+def _gate(claim: Any, setting: Any, project_id: int) -> PublicKeyClaim:
+    if not isinstance(claim, PublicKeyClaim):
+        raise errors.ingest_forbidden("unknown client key")
+    if int(claim.project_id) != project_id:
+        raise errors.ingest_forbidden("the client key belongs to another project")
+    if not claim.active:
+        raise errors.ingest_forbidden("the client key is inactive")
+    if not isinstance(setting, ErrorTrackingSetting):
+        raise errors.ingest_forbidden("error tracking is not set up for this project")
+    if not setting.enabled:
+        raise errors.ingest_forbidden("error tracking is disabled for this project")
+    if not (setting.integrated and get_config().integrated_enabled):
+        raise errors.ingest_forbidden("integrated error tracking is not enabled for this project")
+    return claim
+
+
+def _check_rate_limit(claim: PublicKeyClaim, count: int) -> None:
+    limit, window = claim.rate_limit_count, claim.rate_limit_window
+    if not limit or not window or not count:
+        return
+    key_id, now = int(claim.key_id), time.time()
+    start = int(now) // int(window) * int(window)
+    retry_after = max(1, start + int(window) - int(now))
+    if _blocked_until.get(key_id, 0.0) > now:
+        raise errors.rate_limited(max(1, int(_blocked_until[key_id] - now + 0.999)))
+    counter = models.build(RateWindow, RateWindow.key(key_id, start))
+    try:
+        counter.update(
+            actions=[
+                models.kind_of(RateWindow),
+                RateWindow.hits.add(count),
+                RateWindow.expires.set(dt.datetime.fromtimestamp(start + int(window) + 60, dt.UTC)),
+            ],
+            condition=RateWindow.hits.does_not_exist() | (RateWindow.hits <= int(limit) - count),
+        )
+    except UpdateError as exc:
+        if not models.condition_failed(exc):
+            raise
+        _blocked_until[key_id] = float(start + int(window))
+        raise errors.rate_limited(retry_after) from exc
+
+
+def ingest(
+    project_ref: str,
+    body: bytes,
+    *,
+    auth_header: str | None,
+    query_key: str | None,
+    content_encoding: str | None,
+    legacy_store: bool = False,
+) -> dict[str, str]:
+    """Take one request's events; returns the body of the 200 answer."""
+    received_at = dt.datetime.now(dt.UTC)
+    public_key = sentry_key(auth_header, query_key)
+    if not public_key:
+        raise errors.ingest_bad_request("no sentry_key in the X-Sentry-Auth header or the query string")
+    if not project_ref.isascii() or not project_ref.isdigit():
+        raise errors.ingest_forbidden("unknown project")
+    project_id = int(project_ref)
+    submission = read_submission(body, content_encoding, legacy_store=legacy_store)
+    parsed = [events.normalize(p, received_at, submission.header_event_id) for p in submission.payloads]
+
+    # One read decides the request: key, setting, and for each event its error and one shard.
+    claim_key, setting_key = PublicKeyClaim.key(public_key), ErrorTrackingSetting.key(project_id)
+    targets = [tracked_errors.keys_to_read(project_id, event) for event in parsed]
+    found = models.fetch([claim_key, setting_key, *(k for pair in targets for k in pair)])
+    claim = _gate(found.get(claim_key), found.get(setting_key), project_id)
+    _check_rate_limit(claim, len(parsed))
+
+    for event, (error_key, shard_key) in zip(parsed, targets, strict=True):
+        error, shard = found.get(error_key), found.get(shard_key)
+        tracked_errors.record(
+            project_id,
+            event,
+            error if isinstance(error, TrackedError) else None,
+            shard_key,
+            shard if isinstance(shard, ErrorShard) else None,
+            received_at,
+        )
+    return {"id": parsed[0].event_id if parsed else events.event_id_of({}, submission.header_event_id)}
