@@ -21,8 +21,11 @@ from chalicelib.config import get_config
 from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
-_ATTEMPTS = 8
-_BACKOFF_SECONDS = 0.005  # 5 ms, doubling: at most ~1.3 s of waiting over all attempts
+_ATTEMPTS = 12
+# Full jitter, 5 ms doubling up to 250 ms: at most ~2 s of waiting in all, well inside the
+# Lambda's 10 s, and enough for tens of writers racing on one setting.
+_BACKOFF_SECONDS = 0.005
+_BACKOFF_CAP_SECONDS = 0.25
 _TOKEN_STANDIN = b"ciphertext to come"  # never stored: only the dry run sees it
 
 
@@ -154,7 +157,7 @@ def save(
                 raise
         # Somebody wrote in between: wait a little (jittered, growing), read both again and
         # re-apply the request to what is there now.
-        time.sleep(random.uniform(0, _BACKOFF_SECONDS * 2**attempt))
+        time.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_SECONDS * 2**attempt)))
         found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])
         fresh_setting = found.get(ErrorTrackingSetting.key(project_id))
         fresh_project = found.get(Project.key(project_id))
