@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.conftest import Api, Scene
+from tests.conftest import Api, Reply, Scene
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
@@ -74,3 +76,74 @@ def test_first_put_creating_the_automatic_key(api: Api, scene: Scene, aws_calls:
     assert api.put(SETTINGS.format(1), form={"active": "true", "integrated": "true"}).status == 200
     # token, batch, key id sequence, one transaction (setting + key + public key claim + project).
     assert [op for _, op in aws_calls] == ["GetItem", "BatchGetItem", "UpdateItem", "TransactWriteItems"]
+
+
+ENVELOPE = "/errortracking/api/v1/projects/api/1/envelope/"
+
+
+def _envelope(event_id: str, value: str) -> bytes:
+    event = {
+        "event_id": event_id,
+        "platform": "python",
+        "exception": {
+            "values": [
+                {
+                    "type": "KeyError",
+                    "value": value,
+                    "stacktrace": {
+                        "frames": [{"function": "handler", "module": "shop.views", "in_app": True, "lineno": 3}]
+                    },
+                }
+            ]
+        },
+    }
+    payload = json.dumps(event).encode()
+    header = json.dumps({"type": "event", "length": len(payload)}).encode()
+    return json.dumps({"event_id": event_id}).encode() + b"\n" + header + b"\n" + payload + b"\n"
+
+
+def _ingest(api: Api, public_key: str, event_id: str) -> Reply:
+    return api.call(
+        "POST",
+        ENVELOPE,
+        token="",
+        body=_envelope(event_id, "x"),
+        headers={"X-Sentry-Auth": f"Sentry sentry_key={public_key}", "Content-Type": "application/x-sentry-envelope"},
+    )
+
+
+def test_one_ingested_event_is_one_read_and_one_write(ready: tuple[Api, int], aws_calls: list[tuple[str, str]]) -> None:
+    api, _ = ready
+    public_key = api.get(KEYS.format(1)).json[0]["public_key"]
+    aws_calls.clear()
+    assert _ingest(api, public_key, "a" * 32).status == 200
+    # The key, the setting, the error and one shard in one read; the roll-up in one transaction.
+    assert [op for _, op in aws_calls] == ["BatchGetItem", "TransactWriteItems"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "form", "expected"),
+    [
+        ("GET", "/api/v4/projects/{}/error_tracking/errors", None, 3),
+        ("GET", "/api/v4/projects/{}/error_tracking/errors/{error_id}", None, 3),
+        ("GET", "/api/v4/projects/{}/error_tracking/errors/{error_id}/events", None, 3),
+        ("PUT", "/api/v4/projects/{}/error_tracking/errors/{error_id}", {"status": "resolved"}, 3),
+        ("PATCH", "/api/v4/projects/{}/error_tracking/client_keys/1", {"name": "backend"}, 3),
+    ],
+)
+def test_round_trips_of_the_errors_api(
+    ready: tuple[Api, int],
+    aws_calls: list[tuple[str, str]],
+    method: str,
+    path: str,
+    form: dict[str, str] | None,
+    expected: int,
+) -> None:
+    api, _ = ready
+    public_key = api.get(KEYS.format(1)).json[0]["public_key"]
+    assert _ingest(api, public_key, "b" * 32).status == 200
+    error_id = api.get("/api/v4/projects/1/error_tracking/errors").json[0]["id"]
+    aws_calls.clear()
+    reply = api.call(method, path.format(1, error_id=error_id), form=form)
+    assert reply.status == 200, reply.body
+    assert len(aws_calls) == expected, aws_calls
