@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DB_PORT ?= 8001
 
-.PHONY: run test lint requirements package deploy clean
+.PHONY: run test lint bench requirements package deploy clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -19,6 +19,10 @@ run: $(BIN)/.installed
 
 test: lint
 	$(BIN)/pytest
+
+# What each request costs next to the floor no implementation can beat; writes bench.json.
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/bench.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -112,6 +112,7 @@ class Event:
     release: str | None
     user: str | None  # a digest of the user's identity, for counting distinct users
     payload: dict[str, Any]
+    raw: bytes | None = None  # the payload's JSON as received: stored as is when it fits
 
 
 def _grouping(parts: list[str], fingerprint: Any) -> list[str]:
@@ -140,7 +141,9 @@ def _user(payload: dict[str, Any]) -> str | None:
     return None
 
 
-def normalize(payload: dict[str, Any], received_at: dt.datetime, envelope_event_id: Any = None) -> Event:
+def normalize(
+    payload: dict[str, Any], received_at: dt.datetime, envelope_event_id: Any = None, raw: bytes | None = None
+) -> Event:
     """Everything the service needs from one event payload (any JSON object is accepted)."""
     exceptions = _exceptions(payload)
     frames = frames_of(payload)
@@ -174,6 +177,7 @@ def normalize(payload: dict[str, Any], received_at: dt.datetime, envelope_event_
         release=_text(payload.get("release"), 255),
         user=_user(payload),
         payload=payload,
+        raw=raw,
     )
 
 
@@ -234,13 +238,14 @@ def _essentials(payload: dict[str, Any]) -> dict[str, Any]:
 _TRIM_ORDER = ("frame vars", "breadcrumbs", "modules extra contexts request debug_meta spans threads")
 
 
-def fit_for_storage(payload: dict[str, Any]) -> tuple[bytes, bool]:
+def fit_for_storage(payload: dict[str, Any], raw: bytes | None = None) -> tuple[bytes, bool]:
     """The payload compressed to fit one DynamoDB item: (bytes, whether anything was trimmed).
 
-    What goes first when it must: frame variables, then breadcrumbs, then the bulky extras
-    (modules, extra, contexts, request bodies); at last only the essentials of the exceptions.
+    ``raw``, the JSON as received, is stored as it came when it fits (no re-encoding). What goes
+    first when it must: frame variables, then breadcrumbs, then the bulky extras (modules, extra,
+    contexts, request bodies); at last only the essentials of the exceptions.
     """
-    stored = _compress(payload)
+    stored = zlib.compress(raw, 6) if raw is not None else _compress(payload)
     if len(stored) <= MAX_STORED_BYTES:
         return stored, False
     trimmed = json.loads(json.dumps(payload, default=str))

@@ -7,8 +7,6 @@ body wins on conflict. :class:`Params` validates them and gathers every problem 
 from __future__ import annotations
 
 import json
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,6 +33,10 @@ def _raw_body(request: Request) -> bytes:
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    # The email package costs ~50 ms to import: only multipart requests pay it.
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
     message = BytesParser(policy=HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )

@@ -5,9 +5,7 @@ GitLab only lets its web UI set these; here PUT and PATCH take the same fields.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -59,6 +57,8 @@ def project_slug(api_url: str | None) -> str | None:
 
 
 def _refused(address: str) -> bool:
+    import ipaddress
+
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
@@ -67,6 +67,8 @@ def _refused(address: str) -> bool:
 
 def check_api_host(api_host: str) -> str:
     """An http(s) URL whose host does not lead into our own network. Returns it without a trailing /."""
+    import socket
+
     parts = urlsplit(api_host.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConnectionProblem("api_host must be an http or https URL")

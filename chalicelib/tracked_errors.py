@@ -32,6 +32,9 @@ from chalicelib.models import ERROR_SHARDS, ErrorShard, Key, StoredEvent, Tracke
 STATUSES = ("unresolved", "resolved", "ignored")
 SORTS = {"last_seen": "by_last_seen", "first_seen": "by_first_seen", "frequency": "by_count"}
 ROLLUP_INTERVAL = dt.timedelta(seconds=1)
+# An error last rolled up longer ago than this is quiet: its next event is stored and counted at
+# once. Busier errors roll up each shard once a ROLLUP_INTERVAL.
+QUIET_GAP = dt.timedelta(milliseconds=100)
 USER_CAP = 1000
 _ATTEMPTS = 3
 
@@ -54,10 +57,17 @@ def keys_to_read(project_id: int, event: Event) -> tuple[Key, Key]:
     return TrackedError.key(project_id, event.error_id), ErrorShard.key(project_id, event.error_id, shard)
 
 
-def _due(shard: ErrorShard | None, now: dt.datetime) -> bool:
-    if shard is None or not shard.pending or not shard.rolled_at:
+def _parse(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _due(shard: ErrorShard | None, error: TrackedError | None, now: dt.datetime) -> bool:
+    """Roll up (and store the event) now? Always for a quiet error; for a busy one, each shard at
+    most once a ``ROLLUP_INTERVAL``."""
+    if shard is None or not shard.rolled_at or now - _parse(shard.rolled_at) >= ROLLUP_INTERVAL:
         return True
-    return now - dt.datetime.fromisoformat(shard.rolled_at.replace("Z", "+00:00")) >= ROLLUP_INTERVAL
+    quiet = error is None or now - _parse(error.last_seen) >= QUIET_GAP
+    return not shard.pending and quiet
 
 
 def _error_actions(
@@ -115,7 +125,7 @@ def record(
 ) -> Recorded:
     """Count ``event`` and store it when its shard is due; see the module docstring."""
     for _ in range(_ATTEMPTS):
-        if not _due(shard, received_at):
+        if not _due(shard, error, received_at):
             break
         stamp = iso(event.timestamp)
         stored_event: StoredEvent = models.build(
@@ -131,7 +141,7 @@ def record(
             release=event.release,
             title=event.title,
         )
-        stored_event.payload, stored_event.trimmed = fit_for_storage(event.payload)
+        stored_event.payload, stored_event.trimmed = fit_for_storage(event.payload, event.raw)
         pending = int(shard.pending or 0) if shard else 0
         target = (
             error if error is not None else models.build(TrackedError, TrackedError.key(project_id, event.error_id))

@@ -123,8 +123,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
     parser.add_argument("--db-port", type=int, default=int(os.environ.get("DB_PORT") or 8001))
+    parser.add_argument("--store-only", action="store_true", help="the seeded embedded store, without the API")
     args = parser.parse_args()
-    for name, port in (("PORT", args.port), ("DB_PORT", args.db_port)):
+    for name, port in (("PORT", args.port), ("DB_PORT", args.db_port))[1 if args.store_only else 0 :]:
         if not _port_free(port):
             print(
                 f"errortracking: port {port} ({name}) is in use; choose another: make run {name}=...", file=sys.stderr
@@ -157,6 +158,10 @@ def main() -> int:
 
         bootstrap.init_store()
         token, project_id = _seed()
+        if args.store_only:
+            print(f"{READY} {store} token={token} project_id={project_id}", flush=True)
+            signal.pause()
+            return 0
         chalice = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "chalice"),
