@@ -57,13 +57,18 @@ def _inflate_brotli(body: bytes) -> bytes:
     import brotli
 
     inflater = brotli.Decompressor()
-    out = bytearray()
     try:
-        # Feed small slices so that a bomb is caught after at most one slice's expansion.
-        for start in range(0, len(body), 1024):
-            out += inflater.process(body[start : start + 1024])
+        # Inflate in bounded steps: a few hundred bytes of brotli can hold gigabytes.
+        out = bytearray(inflater.process(body, output_buffer_limit=_CHUNK))
+        while not inflater.is_finished():
             if len(out) > MAX_INFLATED:
                 raise _too_large()
+            chunk = inflater.process(b"", output_buffer_limit=_CHUNK)
+            if not chunk and inflater.can_accept_more_data() and not inflater.is_finished():
+                break  # it wants input there is no more of: truncated
+            out += chunk
+        if len(out) > MAX_INFLATED:
+            raise _too_large()
         finished = inflater.is_finished()
     except brotli.error as exc:
         raise EnvelopeError(f"the body could not be decompressed: {exc}") from exc

@@ -24,10 +24,15 @@ _HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
 _DEFAULT_MARKERS = frozenset({"{{ default }}", "{{default}}"})
 
 
+def clean(text: str) -> str:
+    """Valid UTF-8 only: JSON may carry lone surrogates (\\ud800), which nothing downstream takes."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _text(value: Any, limit: int) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value).strip()
+    text = clean(str(value)).strip()
     return text[:limit] if text else None
 
 
@@ -93,7 +98,8 @@ def _message(payload: dict[str, Any]) -> tuple[str | None, str | None]:
             if formatted:
                 return formatted, template
         elif isinstance(source, str) and source.strip():
-            return source.strip()[:1024], source.strip()[:1024]
+            text = clean(source).strip()[:1024]
+            return text, text
     return None, None
 
 
@@ -119,14 +125,14 @@ def _grouping(parts: list[str], fingerprint: Any) -> list[str]:
     if isinstance(fingerprint, list) and fingerprint and all(isinstance(p, str | int | float) for p in fingerprint):
         expanded: list[str] = []
         for part in fingerprint:
-            expanded.extend(parts if str(part).strip() in _DEFAULT_MARKERS else [str(part)[:255]])
+            expanded.extend(parts if str(part).strip() in _DEFAULT_MARKERS else [clean(str(part))[:255]])
         return expanded
     return parts
 
 
 def error_id_for(parts: list[str]) -> int:
     """A stable positive id below 2^53, so JavaScript clients read it exactly."""
-    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).digest()
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:7], "big") >> 3 or 1
 
 
@@ -205,28 +211,28 @@ _FRAME_ESSENTIALS = ("filename", "abs_path", "function", "module", "lineno", "co
 _EVENT_ESSENTIALS = ("event_id", "timestamp", "level", "platform", "environment", "release", "transaction")
 
 
-def _bare(frame: dict[str, Any]) -> dict[str, Any]:
+def _bare(frame: dict[str, Any], limit: int) -> dict[str, Any]:
     return {
-        k: frame[k] if isinstance(frame[k], bool | int) else _text(frame[k], 255)
+        k: frame[k] if isinstance(frame[k], bool | int) else _text(frame[k], limit)
         for k in _FRAME_ESSENTIALS
         if k in frame
     }
 
 
-def _essentials(payload: dict[str, Any]) -> dict[str, Any]:
-    """The last resort: the event's identity, and its exceptions with at most 50 bare frames each."""
-    kept: dict[str, Any] = {k: _text(payload[k], 255) for k in _EVENT_ESSENTIALS if k in payload}
+def _essentials(payload: dict[str, Any], frames_kept: int, limit: int) -> dict[str, Any]:
+    """The last resort: the event's identity, and its last five exceptions with a few bare frames."""
+    kept: dict[str, Any] = {k: _text(payload[k], limit) for k in _EVENT_ESSENTIALS if k in payload}
     message, _ = _message(payload)
     if message:
-        kept["message"] = message
+        kept["message"] = message[:limit]
     exceptions = []
     for exception in _exceptions(payload)[-5:]:
-        frames = frames_of({"exception": [exception]})[-50:]
+        frames = frames_of({"exception": [exception]})[-frames_kept:] if frames_kept else []
         exceptions.append(
             {
-                "type": _text(exception.get("type"), 255),
-                "value": _text(exception.get("value"), 1024),
-                "stacktrace": {"frames": [_bare(frame) for frame in frames]},
+                "type": _text(exception.get("type"), limit),
+                "value": _text(exception.get("value"), limit),
+                "stacktrace": {"frames": [_bare(frame, limit) for frame in frames]},
             }
         )
     if exceptions:
@@ -259,9 +265,15 @@ def fit_for_storage(payload: dict[str, Any], raw: bytes | None = None) -> tuple[
         stored = _compress(trimmed)
         if len(stored) <= MAX_STORED_BYTES:
             return stored, True
-    essentials = _essentials(trimmed)
-    essentials["_trimmed"] = True
-    return _compress(essentials), True
+    # Text limits count characters, and a character may cost several bytes even compressed: shrink
+    # until it fits. The last step keeps no frames and short texts, which always fits.
+    for frames, limit in ((50, 1024), (10, 255), (0, 128)):
+        essentials = _essentials(trimmed, frames, limit)
+        essentials["_trimmed"] = True
+        stored = _compress(essentials)
+        if len(stored) <= MAX_STORED_BYTES:
+            break
+    return stored, True
 
 
 def load_stored(data: bytes) -> dict[str, Any]:
