@@ -271,6 +271,7 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
 
     def authorize_request(request: Request, get_response: Callable[[Request], Response]) -> Response:
         token = None
+        entry = None
         try:
             check_body_size(request)
             entry = app.routes.get(request.path, {}).get(request.method)
@@ -283,6 +284,8 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
             response = get_response(request)
         except errors.ApiError as error:
             response = error.to_response()
+            if entry is not None and entry.cors is not None:  # browsers must read refusals too
+                response.headers.update(entry.cors.get_access_control_headers())
         except Exception as exc:
             # Never a trace on the wire. The log has it, and never a token: none is in a message.
             if models.unavailable(exc):

@@ -271,6 +271,8 @@ class TrackedError(Entity, discriminator="error"):
     # Events per hour ("<epoch hour>": n) over the last 24 hours.
     hours: MapAttribute[str, Any] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
     latest_event = UnicodeAttribute(null=True)  # sort key of the newest stored event
+    tokens = NumberAttribute(null=True)  # the roll-up token bucket (tracked_errors)
+    refilled_at = UnicodeAttribute(null=True)
     by_last_seen = ErrorsByLastSeen()
     by_first_seen = ErrorsByFirstSeen()
     by_count = ErrorsByCount()
@@ -312,6 +314,17 @@ class StoredEvent(Entity, discriminator="event"):
     @staticmethod
     def key(project_id: int, error_id: int, timestamp: str, event_id: str) -> Key:
         return f"events#{project_id}#{error_id}", f"{timestamp}#{event_id}"
+
+
+class EventIdClaim(Entity, discriminator="eventid"):
+    """Claims an event id for a project, so a resent event is stored and counted once, with or
+    without a timestamp. DynamoDB expires it after a while (SDKs resend within minutes)."""
+
+    expires = TTLAttribute(null=True)
+
+    @staticmethod
+    def key(project_id: int, event_id: str) -> Key:
+        return f"eventid#{project_id}#{event_id}", "eventid"
 
 
 class RateWindow(Entity, discriminator="ratewindow"):

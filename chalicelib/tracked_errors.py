@@ -27,15 +27,18 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, models
 from chalicelib.events import Event, fit_for_storage
-from chalicelib.models import ERROR_SHARDS, ErrorShard, Key, StoredEvent, TrackedError
+from chalicelib.models import ERROR_SHARDS, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
 
 STATUSES = ("unresolved", "resolved", "ignored")
 SORTS = {"last_seen": "by_last_seen", "first_seen": "by_first_seen", "frequency": "by_count"}
 ROLLUP_INTERVAL = dt.timedelta(seconds=1)
-# An error last rolled up longer ago than this is quiet: its next event is stored and counted at
-# once. Busier errors roll up each shard once a ROLLUP_INTERVAL.
-QUIET_GAP = dt.timedelta(milliseconds=100)
+# Roll-ups an error may take beyond one per shard per ROLLUP_INTERVAL: a token bucket of BURST,
+# refilled at REFILL_PER_SECOND. Bursts up to BURST events are stored and counted at once; a
+# sustained flood costs the error item about REFILL_PER_SECOND + ERROR_SHARDS writes a second.
+BURST = 50
+REFILL_PER_SECOND = 10
 USER_CAP = 1000
+EVENT_ID_MEMORY = dt.timedelta(days=30)
 _ATTEMPTS = 3
 
 
@@ -61,13 +64,19 @@ def _parse(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
+def _tokens(error: TrackedError | None, now: dt.datetime) -> float:
+    if error is None or error.tokens is None or not error.refilled_at:
+        return float(BURST)
+    elapsed = max(0.0, (now - _parse(error.refilled_at)).total_seconds())
+    return min(float(BURST), float(error.tokens) + elapsed * REFILL_PER_SECOND)
+
+
 def _due(shard: ErrorShard | None, error: TrackedError | None, now: dt.datetime) -> bool:
-    """Roll up (and store the event) now? Always for a quiet error; for a busy one, each shard at
-    most once a ``ROLLUP_INTERVAL``."""
+    """Roll up (and store the event) now? Each shard once a ``ROLLUP_INTERVAL``, and beyond that
+    while the error's token bucket lasts."""
     if shard is None or not shard.rolled_at or now - _parse(shard.rolled_at) >= ROLLUP_INTERVAL:
         return True
-    quiet = error is None or now - _parse(error.last_seen) >= QUIET_GAP
-    return not shard.pending and quiet
+    return _tokens(error, now) >= 1
 
 
 def _error_actions(
@@ -90,6 +99,8 @@ def _error_actions(
         t.last_seen.set(stamp),
         t.events_count.add(count),
         t.latest_event.set(event_sort_key),
+        t.tokens.set(max(0.0, _tokens(error, now) - 1)),
+        t.refilled_at.set(stamp),
     ]
     hour = str(_hour(now))
     if error is None or error.hours is None:
@@ -155,7 +166,11 @@ def record(
             else ErrorShard.rolled_at.does_not_exist()
         )
         try:
+            claim = models.build(
+                EventIdClaim, EventIdClaim.key(project_id, event.event_id), expires=received_at + EVENT_ID_MEMORY
+            )
             with TransactWrite(connection=models.connection()) as tw:
+                tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
                 tw.save(stored_event, condition=StoredEvent.pk.does_not_exist())
                 tw.update(target, actions=actions, condition=condition)
                 tw.update(
@@ -170,7 +185,7 @@ def record(
             return Recorded(stored=True, duplicate=False)
         except TransactWriteError as exc:
             reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-            if reasons[:1] == ["ConditionalCheckFailed"]:
+            if "ConditionalCheckFailed" in reasons[:2]:  # the event id, or the event itself
                 return Recorded(stored=False, duplicate=True)
             if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
                 raise
