@@ -42,11 +42,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _claimed(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) in (
-        "TransactionCanceledException",
-        "ConditionalCheckFailedException",
-    )
+def _save_claimed(claim: Entity, item: Entity, taken: str) -> None:
+    """Save ``item`` together with the claim on its unique name; ``taken`` says why if it is."""
+    try:
+        with TransactWrite(connection=models.connection()) as tw:
+            tw.save(claim, condition=Entity.pk.does_not_exist())
+            tw.save(item, condition=Entity.pk.does_not_exist())
+    except TransactWriteError as exc:
+        if models.condition_failed(exc):
+            raise AccountError(taken) from exc
+        raise
 
 
 def _collection(name: str, number: int) -> dict[str, str]:
@@ -84,14 +89,7 @@ def create_user(username: str, *, admin: bool = False, name: str | None = None) 
         **_collection("users", user_id),
     )
     claim = models.build(UsernameClaim, UsernameClaim.key(username), user_id=user_id)
-    try:
-        with TransactWrite(connection=models.connection()) as tw:
-            tw.save(claim, condition=UsernameClaim.pk.does_not_exist())
-            tw.save(user, condition=User.pk.does_not_exist())
-    except TransactWriteError as exc:
-        if _claimed(exc):
-            raise AccountError(f"the username {username!r} is already taken") from exc
-        raise
+    _save_claimed(claim, user, f"the username {username!r} is already taken")
     return user
 
 
@@ -151,14 +149,7 @@ def create_project(full_path: str, *, name: str | None = None, visibility: str =
         **_collection("projects", project_id),
     )
     claim = models.build(ProjectPathClaim, ProjectPathClaim.key(path), project_id=project_id)
-    try:
-        with TransactWrite(connection=models.connection()) as tw:
-            tw.save(claim, condition=ProjectPathClaim.pk.does_not_exist())
-            tw.save(project, condition=Project.pk.does_not_exist())
-    except TransactWriteError as exc:
-        if _claimed(exc):
-            raise AccountError(f"a project at {path!r} already exists") from exc
-        raise
+    _save_claimed(claim, project, f"a project at {path!r} already exists")
     return project
 
 
@@ -189,7 +180,7 @@ def add_member(project_ref: str | int, username: str, role: str) -> Membership:
     try:
         member.save(condition=Membership.pk.does_not_exist())
     except PutError as exc:
-        if _claimed(exc):
+        if models.condition_failed(exc):
             raise AccountError(
                 f"{username!r} is already a member of {project.path_with_namespace!r}; use 'member update'"
             ) from exc

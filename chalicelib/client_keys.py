@@ -62,7 +62,7 @@ def create_key(project: Project) -> ClientKey:
         except TransactWriteError as exc:
             # A public key collision (2^-128) or a concurrent transaction: retry with new ids,
             # then give up having written nothing.
-            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+            if not models.lost_race(exc):
                 raise
     raise errors.service_unavailable()
 
@@ -81,15 +81,18 @@ def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
                     tw.update(project, actions=[Project.active_keys.add(-1)])
             return key
         except TransactWriteError as exc:
-            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+            if not models.lost_race(exc):
                 raise
-        # Changed or gone since it was read: a racing DELETE got there first (404), or it changed
-        # (try again with what is stored now).
-        found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
-        if not isinstance(found, ClientKey):
-            raise errors.client_key_not_found()
-        key = found
+        key = _read_again(key)
     raise errors.service_unavailable()
+
+
+def _read_again(key: ClientKey) -> ClientKey:
+    """The key as stored now, after a lost race: gone (a racing DELETE won: 404) or changed."""
+    found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
+    if not isinstance(found, ClientKey):
+        raise errors.client_key_not_found()
+    return found
 
 
 def update_key(
@@ -136,10 +139,7 @@ def update_key(
                 key.rate_limit_count, key.rate_limit_window = rate_limit if rate_limit[0] else (None, None)
             return key
         except TransactWriteError as exc:
-            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+            if not models.lost_race(exc):
                 raise
-        found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
-        if not isinstance(found, ClientKey):
-            raise errors.client_key_not_found()
-        key = found
+        key = _read_again(key)
     raise errors.service_unavailable()

@@ -413,6 +413,11 @@ def transaction_conflict(exc: Exception) -> bool:
     return "TransactionConflict" in _reasons(exc)
 
 
+def lost_race(exc: Exception) -> bool:
+    """A conditional write or transaction that another writer beat: read again and retry."""
+    return condition_failed(exc) or transaction_conflict(exc)
+
+
 def unavailable(exc: Exception) -> bool:
     """The store (or KMS) failed for a while, not because of our request: worth a 503."""
     from botocore.exceptions import BotoCoreError, ClientError

@@ -153,7 +153,7 @@ def save(
                 current.save()
             return current
         except (PutError, TransactWriteError) as exc:
-            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+            if not models.lost_race(exc):
                 raise
         # Somebody wrote in between: wait a little (jittered, growing), read both again and
         # re-apply the request to what is there now.

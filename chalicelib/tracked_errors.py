@@ -187,7 +187,7 @@ def record(
             reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
             if "ConditionalCheckFailed" in reasons[:2]:  # the event id, or the event itself
                 return Recorded(stored=False, duplicate=True)
-            if not (models.condition_failed(exc) or models.transaction_conflict(exc)):
+            if not models.lost_race(exc):
                 raise
         # Another event rolled this error or shard up meanwhile: read both again.
         found = models.fetch([TrackedError.key(project_id, event.error_id), shard_key])
