@@ -22,8 +22,8 @@ from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope, par
 from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
 
 # A key found over its limit is refused from memory until its window ends: a flood costs this
-# Lambda instance no DynamoDB calls.
-_blocked_until: dict[int, float] = {}
+# Lambda instance no DynamoDB calls. Keyed by the limit too, so changing the limit lifts it.
+_blocked_until: dict[tuple[int, int, int], float] = {}
 
 
 def clock() -> dt.datetime:
@@ -81,10 +81,11 @@ def _check_rate_limit(claim: PublicKeyClaim, count: int) -> None:
     if not limit or not window or not count:
         return
     key_id, now = int(claim.key_id), time.time()
+    remembered = (key_id, int(limit), int(window))
     start = int(now) // int(window) * int(window)
     retry_after = max(1, start + int(window) - int(now))
-    if _blocked_until.get(key_id, 0.0) > now:
-        raise errors.rate_limited(max(1, int(_blocked_until[key_id] - now + 0.999)))
+    if _blocked_until.get(remembered, 0.0) > now:
+        raise errors.rate_limited(max(1, int(_blocked_until[remembered] - now + 0.999)))
     counter = models.build(RateWindow, RateWindow.key(key_id, start))
     try:
         counter.update(
@@ -98,7 +99,7 @@ def _check_rate_limit(claim: PublicKeyClaim, count: int) -> None:
     except UpdateError as exc:
         if not models.condition_failed(exc):
             raise
-        _blocked_until[key_id] = float(start + int(window))
+        _blocked_until[remembered] = float(start + int(window))
         raise errors.rate_limited(retry_after) from exc
 
 

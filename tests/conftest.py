@@ -72,9 +72,13 @@ def fresh_config() -> Iterator[None]:
 def store() -> Iterator[None]:
     # Cached botocore clients stay valid across tests: moto intercepts any client created after it
     # was imported, and each mock_aws() starts from an empty account.
+    from chalicelib import ingestion
+
+    ingestion._blocked_until.clear()  # key ids restart at 1 in every store
     with moto.mock_aws():
         bootstrap.init_store()
         yield
+    ingestion._blocked_until.clear()
 
 
 @dataclass
