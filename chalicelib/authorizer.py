@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import enum
+import functools
 import hashlib
 import logging
 import re
@@ -94,20 +95,38 @@ def current_project() -> Project:
     return project
 
 
+def _guard(view: F, requirement: Requirement) -> F:
+    """``view`` carrying its requirement, with store outages raised as 503s.
+
+    Chalice turns any exception a view raises into its own 500 before middleware sees it, unless
+    it is a ChaliceUnhandledError; ApiError is one, so a store outage inside a view reaches the
+    middleware as the 503 it is.
+    """
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except errors.ApiError:
+            raise
+        except Exception as exc:
+            if models.unavailable(exc):
+                log.warning("store unavailable in %s: %s", view.__name__, type(exc).__name__)
+                raise errors.service_unavailable() from exc
+            raise
+
+    guarded.requirement = requirement  # type: ignore[attr-defined]
+    return guarded  # type: ignore[return-value]
+
+
 def requires(role: int | None, *, preload: tuple[Preload, ...] = ()) -> Callable[[F], F]:
     """Declare what a route needs: a project role (``models.MAINTAINER``...) or None for any user."""
-
-    def mark(view: F) -> F:
-        view.requirement = Requirement(role, preload)  # type: ignore[attr-defined]
-        return view
-
-    return mark
+    return lambda view: _guard(view, Requirement(role, preload))
 
 
 def public(view: F) -> F:
     """Declare a route that takes no token: it must authenticate its callers itself."""
-    view.requirement = Requirement(None, public=True)  # type: ignore[attr-defined]
-    return view
+    return _guard(view, Requirement(None, public=True))
 
 
 def undeclared_routes(app: Chalice) -> list[str]:
@@ -134,13 +153,17 @@ def extract_token(request: Request) -> str | None:
     return token or None
 
 
+def parse_id(raw: str | None, max_digits: int = 18) -> int | None:
+    """A numeric id: ASCII digits, and few enough that no key or int() limit is ever near."""
+    return int(raw) if raw and len(raw) <= max_digits and _DIGITS.match(raw) else None
+
+
 def parse_project_id(raw: str) -> int | str | None:
     """A numeric id, a full path (decoded exactly once), or None for something that is neither."""
-    if _DIGITS.match(raw):
-        return int(raw)
     decoded = unquote(raw)
-    if _DIGITS.match(decoded):
-        return int(decoded)
+    for candidate in (raw, decoded):
+        if _DIGITS.match(candidate):
+            return parse_id(candidate)
     return decoded if "/" in decoded.strip("/") else None
 
 
@@ -165,11 +188,11 @@ def raw_path_parameter(request: Request, name: str) -> str:
 
 
 def parse_key_id(raw: str | None) -> int | None:
-    return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 12 else None
+    return parse_id(raw, 12)
 
 
 def parse_error_id(raw: str | None) -> int | None:
-    return int(raw) if raw and _DIGITS.match(raw) and len(raw) <= 16 else None
+    return parse_id(raw, 16)
 
 
 def _check_token(token: AccessToken | None, method: str) -> None:
@@ -260,9 +283,11 @@ def authorize(request: Request, requirement: Requirement) -> Access:
 
 
 def check_body_size(request: Request) -> None:
-    """API bodies are a few hundred bytes; refuse over 1 MiB by the declared length, unread."""
+    """Refuse bodies over 1 MiB on every route: by the declared length when there is one, else by
+    the body itself (Lambda holds it whole already), whether or not the route reads it."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    size = int(declared) if declared.isascii() and declared.isdigit() else len(request.raw_body or b"")
+    if size > MAX_BODY_BYTES:
         raise errors.payload_too_large()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import errors, events, models, tracked_errors
+from chalicelib.authorizer import parse_id
 from chalicelib.config import get_config
 from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
 from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
@@ -117,9 +118,9 @@ def ingest(
     public_key = sentry_key(auth_header, query_key)
     if not public_key:
         raise errors.ingest_bad_request("no sentry_key in the X-Sentry-Auth header or the query string")
-    if not project_ref.isascii() or not project_ref.isdigit():
+    project_id = parse_id(project_ref)
+    if project_id is None:
         raise errors.ingest_forbidden("unknown project")
-    project_id = int(project_ref)
     submission = read_submission(body, content_encoding, legacy_store=legacy_store)
     parsed = [events.normalize(p, received_at, submission.header_event_id, raw) for p, raw in submission.payloads]
 

@@ -413,6 +413,10 @@ def transaction_conflict(exc: Exception) -> bool:
     return "TransactionConflict" in _reasons(exc)
 
 
+# How DynamoDB reports throttling of one item inside a cancelled transaction.
+_TRANSIENT_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+
+
 def lost_race(exc: Exception) -> bool:
     """A conditional write or transaction that another writer beat: read again and retry."""
     return condition_failed(exc) or transaction_conflict(exc)
@@ -426,7 +430,7 @@ def unavailable(exc: Exception) -> bool:
     code = getattr(exc, "cause_response_code", None)
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code")
-    if code in _TRANSIENT_CODES or transaction_conflict(exc):
+    if code in _TRANSIENT_CODES or transaction_conflict(exc) or _TRANSIENT_REASONS & set(_reasons(exc)):
         return True
     # No response at all: connection refused, timeout, DNS.
     cause = getattr(exc, "cause", None)

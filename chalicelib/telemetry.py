@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Request, Response
+
+# These loggers write whole requests and responses at DEBUG: item keys (public keys), KMS
+# plaintext (Sentry tokens), signing material. Their DEBUG lines are dropped even when someone
+# turns DEBUG on, so no secret can reach CloudWatch through them.
+_WIRE_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "pynamodb.connection.base")
+
+
+def _not_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+for _name in _WIRE_LOGGERS:
+    logging.getLogger(_name).addFilter(_not_debug)
 
 _calls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("aws_calls", default=None)
 _user_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("user_id", default=None)
