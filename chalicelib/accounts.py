@@ -12,7 +12,6 @@ import re
 import secrets
 
 from pynamodb.exceptions import PutError, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import models
 from chalicelib.authorizer import parse_project_id, token_digest
@@ -45,7 +44,7 @@ def _now() -> dt.datetime:
 def _save_claimed(claim: Entity, item: Entity, taken: str) -> None:
     """Save ``item`` together with the claim on its unique name; ``taken`` says why if it is."""
     try:
-        with TransactWrite(connection=models.connection()) as tw:
+        with models.transaction() as tw:
             tw.save(claim, condition=Entity.pk.does_not_exist())
             tw.save(item, condition=Entity.pk.does_not_exist())
     except TransactWriteError as exc:

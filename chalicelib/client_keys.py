@@ -55,7 +55,7 @@ def create_key(project: Project) -> ClientKey:
     """A new active key: one counter update and one transaction."""
     for _ in range(_ATTEMPTS):
         try:
-            with TransactWrite(connection=models.connection()) as tw:
+            with models.transaction() as tw:
                 key = add_key_to(tw, project)
                 tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
             return key
@@ -73,7 +73,7 @@ def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
         raise errors.client_key_not_found()
     for _ in range(_ATTEMPTS):
         try:
-            with TransactWrite(connection=models.connection()) as tw:
+            with models.transaction() as tw:
                 # Conditional on the key as read, so the active-key count moves by what was stored.
                 tw.delete(key, condition=ClientKey.active == bool(key.active))
                 tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
@@ -122,7 +122,7 @@ def update_key(
                 else:
                     actions += [target.rate_limit_count.remove(), target.rate_limit_window.remove()]
         try:
-            with TransactWrite(connection=models.connection()) as tw:
+            with models.transaction() as tw:
                 tw.update(key, actions=key_actions, condition=ClientKey.active == was_active)
                 tw.update(
                     models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)),

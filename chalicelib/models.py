@@ -373,6 +373,16 @@ def connection() -> Any:
     return Entity._get_connection().connection
 
 
+def transaction() -> Any:
+    """A write transaction with its own idempotency token: when botocore retries it after a lost
+    connection, DynamoDB applies it once instead of failing its conditions against itself."""
+    import uuid
+
+    from pynamodb.transactions import TransactWrite
+
+    return TransactWrite(connection=connection(), client_request_token=uuid.uuid4().hex)
+
+
 def reset_connections() -> None:
     """Forget the cached botocore client (tests re-point the models at a fresh mock)."""
     Entity._connection = None

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import PutError, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import client_keys, crypto, errors, models, sentry
 from chalicelib.config import get_config
@@ -141,7 +140,7 @@ def save(
         needs_key = integrated_enabled and current.enabled and current.integrated and int(project.active_keys or 0) == 0
         try:
             if needs_key:
-                with TransactWrite(connection=models.connection()) as tw:
+                with models.transaction() as tw:
                     tw.save(current)
                     client_keys.add_key_to(tw, project)
                     tw.update(

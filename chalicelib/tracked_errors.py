@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, models
 from chalicelib.events import Event, fit_for_storage
@@ -169,7 +168,7 @@ def record(
             claim = models.build(
                 EventIdClaim, EventIdClaim.key(project_id, event.event_id), expires=received_at + EVENT_ID_MEMORY
             )
-            with TransactWrite(connection=models.connection()) as tw:
+            with models.transaction() as tw:
                 tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
                 tw.save(stored_event, condition=StoredEvent.pk.does_not_exist())
                 tw.update(target, actions=actions, condition=condition)

@@ -84,7 +84,11 @@ def embedded_store() -> Iterator[tuple[str, str]]:
         raise SystemExit("the embedded store did not start")
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 # Driving the app through its Lambda entry point, as API Gateway does.
@@ -172,11 +176,13 @@ class Endpoint:
     ) -> None:
         self.name, self.make_event, self.ok, self.after = name, make_event, ok, after
 
+    failures: Counter[str] = Counter()
+
     def call(self) -> dict[str, Any]:
         response = invoke(self.make_event())
-        if response["statusCode"] != self.ok:
-            raise SystemExit(f"{self.name}: {response['statusCode']} {response.get('body')}")
-        if self.after:
+        if response["statusCode"] != self.ok:  # reported beside the figures, not fatal to the run
+            Endpoint.failures[f"{self.name}: {response['statusCode']}"] += 1
+        elif self.after:
             self.after(response)
         return response
 
@@ -650,6 +656,7 @@ def main() -> int:
         report["warm_zero_latency"] = measure_zero_latency(token, args.requests)
         report["ingestion"] = measure_ingestion(token, 3.0)
     report["bundle"] = measure_bundle(3)
+    report["unexpected_answers"] = dict(Endpoint.failures)
     report["seconds"] = round(time.monotonic() - started, 1)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
@@ -695,6 +702,8 @@ def print_table(r: dict[str, Any]) -> None:
     )
     b = r["bundle"]
     print(f"bundle: {b['zip_bytes'] / 1e6:.1f} MB zip, cold import of app from it {b['cold_import_ms']:.0f} ms")
+    if r["unexpected_answers"]:
+        print(f"unexpected answers during the run: {r['unexpected_answers']}")
     print(f"\n({r['seconds']} s; full figures in bench.json)")
 
 
