@@ -236,3 +236,18 @@ def ingest_envelope(project_id: str) -> Response:
 @public
 def ingest_store(project_id: str) -> Response:
     return _ingest(project_id, legacy_store=True)
+
+
+# This very API, described (chalicelib/openapi.json): read on the first request, so imports stay cheap.
+_openapi_document: dict[str, Any] = {}
+
+
+@app.route("/api/v4/openapi.json", methods=["GET"])
+@public
+def get_openapi_document() -> Response:
+    if not _openapi_document:
+        import json
+        from importlib.resources import files
+
+        _openapi_document.update(json.loads(files("chalicelib").joinpath("openapi.json").read_text("utf-8")))
+    return _json(_openapi_document)

@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -176,7 +176,7 @@ class Endpoint:
     ) -> None:
         self.name, self.make_event, self.ok, self.after = name, make_event, ok, after
 
-    failures: Counter[str] = Counter()
+    failures: ClassVar[Counter[str]] = Counter()
 
     def call(self) -> dict[str, Any]:
         response = invoke(self.make_event())
