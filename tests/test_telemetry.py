@@ -56,3 +56,26 @@ def test_no_secret_reaches_the_log(api: Api, scene: Scene, capfd: pytest.Capture
     for secret in [token, "sntrys_do_not_log_me", *(k["public_key"] for k in keys)]:
         assert secret not in out
         assert secret not in err
+
+
+def test_every_route_declares_who_may_call_it() -> None:
+    from app import app
+    from chalicelib.authorizer import undeclared_routes
+
+    assert list(app.routes), "no routes?"
+    assert undeclared_routes(app) == []
+
+
+def test_a_route_without_a_declaration_is_refused(api: Api, scene: Scene) -> None:
+    from app import app
+
+    @app.route("/api/v4/undeclared-for-test", methods=["GET"])
+    def undeclared() -> dict[str, str]:
+        return {"secret": "data"}
+
+    try:
+        token = scene.token(scene.user("someone").username)
+        reply = api.get("/api/v4/undeclared-for-test", token=token)
+        assert reply.status == 403 and reply.json == {"message": "403 Forbidden"}
+    finally:
+        del app.routes["/api/v4/undeclared-for-test"]
