@@ -753,3 +753,27 @@ def test_racing_deletes_of_one_key_succeed_once(server: Server) -> None:
     expect(call(server, "PUT", settings_path(project.id), token, data={"active": "true", "integrated": "true"}), 200)
     keys_now = expect(call(server, "GET", keys_path(project.id), token), 200)
     assert len(keys_now) == 1, f"{len(keys_now)} keys made automatically after every key was deleted"
+
+
+def test_smoke_script_passes_every_endpoint_against_the_local_server(server: Server) -> None:
+    project = new_project(server, "smoke")
+    done = subprocess.run(
+        [sys.executable, "scripts/smoke.py", server.url, server.token, "--project", project.path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["PASS"] * (len(lines) - 1), done.stdout
+    assert lines[-1] == f"{len(lines) - 1} passed, 0 failed"
+    # And it says FAIL, with a non-zero exit, when a check does not hold.
+    refused = subprocess.run(
+        [sys.executable, "scripts/smoke.py", server.url, "glpat-not-a-token", "--project", project.path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "FAIL  GET /user" in refused.stdout
