@@ -135,7 +135,8 @@ def update_client_key(id: str, key_id: str) -> Response:
     name = params.string("name", allow_empty=True)
     count = params.integer("rate_limit_count", minimum=1, maximum=1_000_000, allow_empty=True)
     window = params.integer("rate_limit_window", minimum=1, maximum=86_400, allow_empty=True)
-    if (count is None) != (window is None) or (count == 0) != (window == 0):
+    pair_given = "rate_limit_count" in params.raw, "rate_limit_window" in params.raw
+    if pair_given[0] != pair_given[1] or (count == 0) != (window == 0):
         params.problems.append("rate_limit_count and rate_limit_window must be given together")
     params.check()
     key = client_keys.update_key(

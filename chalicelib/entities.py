@@ -102,7 +102,8 @@ def _stack_trace(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The raised exception's frames, innermost (where it was raised) first."""
     entries = []
     for frame in reversed(frames_of(payload)):
-        lineno = frame.get("lineno") if isinstance(frame.get("lineno"), int) else None
+        raw_lineno = frame.get("lineno")
+        lineno = raw_lineno if isinstance(raw_lineno, int) and not isinstance(raw_lineno, bool) else None
         entries.append(
             {
                 "filename": frame.get("filename"),

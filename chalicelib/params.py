@@ -134,6 +134,8 @@ class Params:
             return 0
         if not self._present(name, required=False):
             return None
+        if isinstance(value, float) and value.is_integer():  # JSON's 243.0 is the integer 243
+            value = int(value)
         text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
         if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
             self.problems.append(f"{name} is invalid")
