@@ -346,10 +346,32 @@ class _Raw(io.BytesIO):
 
 
 @contextmanager
+def on_every_client(event: str, handler: Callable[..., Any], *, first: bool = False) -> Iterator[None]:
+    """Register ``handler`` for ``event`` on every botocore client that makes a call in the block."""
+    from botocore.client import BaseClient
+
+    hooked: dict[int, Any] = {}
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def hook(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if id(self) not in hooked:
+            (self.meta.events.register_first if first else self.meta.events.register)(event, handler)
+            hooked[id(self)] = self
+        return original(self, operation, params)
+
+    BaseClient._make_api_call = hook  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[attr-defined]
+        for client in hooked.values():
+            client.meta.events.unregister(event, handler)
+
+
+@contextmanager
 def zero_latency(responses: dict[str, list[tuple[int, dict[str, str], bytes]]]) -> Iterator[None]:
     """botocore's HTTP layer answers from memory: each operation's recorded answers, in turn."""
     from botocore.awsrequest import AWSResponse
-    from botocore.client import BaseClient
 
     turns: Counter[str] = Counter()
 
@@ -361,51 +383,22 @@ def zero_latency(responses: dict[str, list[tuple[int, dict[str, str], bytes]]]) 
         turns[operation] += 1
         return AWSResponse(request.url, status, headers, _Raw(body))  # type: ignore[arg-type]
 
-    hooked: list[Any] = []
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]
-
-    def hook(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if id(self) not in [id(c) for c in hooked]:
-            self.meta.events.register_first("before-send", answer)
-            hooked.append(self)
-        return original(self, operation, params)
-
-    BaseClient._make_api_call = hook  # type: ignore[attr-defined]
-    try:
+    with on_every_client("before-send", answer, first=True):
         yield
-    finally:
-        BaseClient._make_api_call = original  # type: ignore[attr-defined]
-        for client in hooked:
-            client.meta.events.unregister("before-send", answer)
 
 
 @contextmanager
 def capture_responses() -> Iterator[dict[str, list[tuple[int, dict[str, str], bytes]]]]:
-    from botocore.client import BaseClient
 
     captured: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
-    hooked: list[Any] = []
 
     def keep(http_response: Any, model: Any, **_: Any) -> None:
         captured.setdefault(model.name, []).append(
             (http_response.status_code, dict(http_response.headers), http_response.content)
         )
 
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]
-
-    def hook(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if id(self) not in [id(c) for c in hooked]:
-            self.meta.events.register("after-call", keep)
-            hooked.append(self)
-        return original(self, operation, params)
-
-    BaseClient._make_api_call = hook  # type: ignore[attr-defined]
-    try:
+    with on_every_client("after-call", keep):
         yield captured
-    finally:
-        BaseClient._make_api_call = original  # type: ignore[attr-defined]
-        for client in hooked:
-            client.meta.events.unregister("after-call", keep)
 
 
 def measure_zero_latency(token: str, count: int) -> dict[str, Any]:
