@@ -280,11 +280,12 @@ print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 
 
-def cold_run(code: str, env: dict[str, str]) -> float:
-    with tempfile.TemporaryDirectory() as cache:  # a fresh pycache: nothing precompiled
+def cold_run(code: str, env: dict[str, str], cwd: Path = ROOT, *flags: str) -> float:
+    """Milliseconds ``code`` reports in a fresh interpreter with a fresh pycache (nothing precompiled)."""
+    with tempfile.TemporaryDirectory() as cache:
         output = subprocess.run(
-            [sys.executable, "-X", f"pycache_prefix={cache}", "-c", code],
-            cwd=ROOT,
+            [sys.executable, *flags, "-X", f"pycache_prefix={cache}", "-c", code],
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -593,26 +594,8 @@ def measure_bundle(runs: int) -> dict[str, Any]:
             "print(json.dumps({'seconds': time.perf_counter() - start}))"
         )
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        times = []
-        for _ in range(runs):
-            with tempfile.TemporaryDirectory() as cache:
-                result = subprocess.run(
-                    [
-                        sys.executable,
-                        "-I",
-                        "-X",
-                        f"pycache_prefix={cache}",
-                        "-c",
-                        f"import sys; sys.path.insert(0, {str(Path(out) / 'unzipped')!r}); " + code,
-                    ],
-                    cwd=out,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    check=True,
-                )
-            times.append(float(json.loads(result.stdout.strip())["seconds"]) * 1000)
+        unzipped = f"import sys; sys.path.insert(0, {str(Path(out) / 'unzipped')!r}); "
+        times = [cold_run(unzipped + code, env, Path(out), "-I") for _ in range(runs)]
     return {"zip_bytes": size, "cold_import_ms": statistics.median(times)}
 
 
