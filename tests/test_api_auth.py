@@ -1,16 +1,19 @@
 """Who may call what, as a client sees it: spec sections 1 (authentication), 2 (the Maintainer rule and
-the order of checks), 3 (the ``:id`` path parameter) and 8 (JSON everywhere, no secrets on the wire).
+the order of checks), 3 (the ``:id`` path parameter) and 8 (JSON everywhere, no secrets on the wire),
+and the same rules on the routes this service adds: the errors API (Reporters read, Developers triage)
+and ``PATCH client_keys/:key_id`` (Maintainers).
 
 Every case asserts the exact status and the exact JSON body, that the answer is ``application/json``
-without a trace, and that it carries none of the caller's token. Most tests are a matrix over the six
-routes; inside one test, each caller's answer is collected as ``(status, body)`` and the whole table is
-compared at once, so a failure shows every cell that differs from the spec.
+without a trace, and that it carries none of the caller's token. Most tests are a matrix over every
+route that takes a token; inside one test, each caller's answer is collected as ``(status, body)`` and
+the whole table is compared at once, so a failure shows every cell that differs from the spec.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,18 @@ from tests.conftest import Api, Reply, Scene
 SETTINGS = "/api/v4/projects/{id}/error_tracking/settings"
 KEYS = "/api/v4/projects/{id}/error_tracking/client_keys"
 KEY = "/api/v4/projects/{id}/error_tracking/client_keys/{key_id}"
+ERRORS = "/api/v4/projects/{id}/error_tracking/errors"
+ERROR = ERRORS + "/{error_id}"
+EVENTS = ERROR + "/events"
 USER = "/api/v4/user"
+INGEST = "/errortracking/api/v1/projects/api/{id}/{endpoint}"
+OPENAPI = "/api/v4/openapi.json"
+# Routes that take no GitLab token: Sentry SDKs authenticate with a client key, and the API's description.
+PUBLIC_ROUTES = [
+    ("POST", "/errortracking/api/v1/projects/api/{project_id}/envelope"),
+    ("POST", "/errortracking/api/v1/projects/api/{project_id}/store"),
+    ("GET", OPENAPI),
+]
 
 UNAUTHORIZED = {"message": "401 Unauthorized"}
 EXPIRED = {
@@ -44,6 +58,10 @@ FORBIDDEN = {"message": "403 Forbidden"}
 PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
 SETTING_NOT_FOUND = {"message": "404 Error Tracking Setting Not Found"}
 KEY_NOT_FOUND = {"message": "404 Not found"}
+ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
+NO_SENTRY_KEY = {"message": "400 Bad request - no sentry_key in the X-Sentry-Auth header or the query string"}
+OTHER_PROJECTS_KEY = {"message": "403 Forbidden - the client key belongs to another project"}
+UNKNOWN_PROJECT = {"message": "403 Forbidden - unknown project"}
 NOT_FOUND = {"message": "404 Not Found"}
 
 SETTING_ON = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}
@@ -62,6 +80,8 @@ Outcome = tuple[Any, ...]
 
 # The routes, each with a request the project's maintainer can make successfully.
 
+ROLE_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -69,13 +89,14 @@ class Route:
     method: str
     template: str
     body: dict[str, Any] | None
+    role: str = "maintainer"  # the least role that may call it
 
     @property
     def writes(self) -> bool:
         return self.method != "GET"
 
-    def path(self, ref: str | int, key_id: int) -> str:
-        return self.template.format(id=ref, key_id=key_id)
+    def path(self, ref: str | int, key_id: int, error_id: int = 0) -> str:
+        return self.template.format(id=ref, key_id=key_id, error_id=error_id)
 
 
 GET_SETTINGS = Route("get-settings", "GET", SETTINGS, None)
@@ -84,9 +105,16 @@ PATCH_SETTINGS = Route("patch-settings", "PATCH", SETTINGS, {"active": False})
 LIST_KEYS = Route("list-client-keys", "GET", KEYS, None)
 CREATE_KEY = Route("create-client-key", "POST", KEYS, None)
 DELETE_KEY = Route("delete-client-key", "DELETE", KEY, None)
+PATCH_KEY = Route("patch-client-key", "PATCH", KEY, {"name": "renamed"})
+LIST_ERRORS = Route("list-errors", "GET", ERRORS, None, role="reporter")
+GET_ERROR = Route("get-error", "GET", ERROR, None, role="reporter")
+LIST_EVENTS = Route("list-error-events", "GET", EVENTS, None, role="reporter")
+UPDATE_ERROR = Route("update-error", "PUT", ERROR, {"status": "resolved"}, role="developer")
+# GitLab's six routes, whose answers the spec fixes to the byte.
 ROUTES = [GET_SETTINGS, PUT_SETTINGS, PATCH_SETTINGS, LIST_KEYS, CREATE_KEY, DELETE_KEY]
-WRITE_ROUTES = [route for route in ROUTES if route.writes]
-READ_ROUTES = [route for route in ROUTES if not route.writes]
+# Every route that takes a token and names a project; a test checks this against app.py.
+PROJECT_ROUTES = [*ROUTES, PATCH_KEY, LIST_ERRORS, GET_ERROR, LIST_EVENTS, UPDATE_ERROR]
+WRITE_ROUTES = [route for route in PROJECT_ROUTES if route.writes]
 
 
 def route_params(routes: list[Route]) -> list[Any]:
@@ -95,27 +123,46 @@ def route_params(routes: list[Route]) -> list[Any]:
 
 @dataclass(frozen=True)
 class World:
-    """A project that already has an active, integrated setting and exactly one client key."""
+    """A project with an active, integrated setting, exactly one client key and one tracked error."""
 
     project_id: int
     path: str
     key_id: int
+    public_key: str
+    error_id: int
     keeper: str  # an api token of the project's own maintainer, used to look without touching
 
     @property
     def untouched(self) -> Outcome:
-        return (SETTING_ON, [(self.key_id, True)])
+        return (SETTING_ON, [(self.key_id, True, None)], [(self.error_id, "unresolved", 1)])
+
+
+def ingest(api: Api, project_id: int | str, public_key: str, exc_type: str, *, endpoint: str = "envelope") -> Reply:
+    """Report one exception with the project's Sentry key, the way an SDK does."""
+    event = {"event_id": uuid.uuid4().hex, "platform": "python", "exception": {"values": [{"type": exc_type}]}}
+    data = json.dumps(event).encode()
+    if endpoint == "envelope":
+        data = b"{}\n" + json.dumps({"type": "event", "length": len(data)}).encode() + b"\n" + data
+    headers = {"X-Sentry-Auth": f"Sentry sentry_key={public_key}, sentry_version=7"}
+    return api.post(INGEST.format(id=project_id, endpoint=endpoint), headers=headers, body=data)
 
 
 def make_world(api: Api, scene: Scene, *, visibility: str = "private", path: str = "acme/shop") -> World:
     project = scene.project(path, visibility=visibility)
-    keeper = scene.maintainer(project, "keeper")
+    keeper = scene.maintainer(project, "keeper-" + path.replace("/", "-"))
     project_id = int(project.project_id)
     put = api.put(SETTINGS.format(id=project_id), token=keeper, json_body={"active": True, "integrated": True})
     assert (put.status, put.json) == (200, SETTING_ON), put.body
     keys = api.get(KEYS.format(id=project_id), token=keeper)
     assert keys.status == 200 and len(keys.json) == 1, keys.body
-    return World(project_id=project_id, path=path, key_id=int(keys.json[0]["id"]), keeper=keeper)
+    key_id, public_key = int(keys.json[0]["id"]), str(keys.json[0]["public_key"])
+    # Error ids derive from the grouping: an exception type of this project's own keeps them apart.
+    sent = ingest(api, project_id, public_key, "Error_" + path.replace("/", "_"))
+    assert sent.status == 200, sent.body
+    errors = api.get(ERRORS.format(id=project_id), token=keeper)
+    assert errors.status == 200 and len(errors.json) == 1, errors.body
+    error_id = int(errors.json[0]["id"])
+    return World(project_id, path, key_id, public_key, error_id, keeper)
 
 
 @pytest.fixture
@@ -124,11 +171,17 @@ def world(api: Api, scene: Scene) -> World:
 
 
 def state(api: Api, world: World) -> Outcome:
-    """The project's setting and its keys as (id, active), read by its maintainer."""
+    """What the project's maintainer sees: the setting, the keys as (id, active, name), the errors as
+    (id, status, count) in any status."""
     setting = api.get(SETTINGS.format(id=world.project_id), token=world.keeper)
     keys = api.get(KEYS.format(id=world.project_id), token=world.keeper)
     assert setting.status == 200 and keys.status == 200, (setting.body, keys.body)
-    return (setting.json, [(key["id"], key["active"]) for key in keys.json])
+    errors = []
+    for status in ("unresolved", "resolved", "ignored"):
+        listed = api.get(ERRORS.format(id=world.project_id) + f"?status={status}", token=world.keeper)
+        assert listed.status == 200, listed.body
+        errors += [(error["id"], error["status"], error["count"]) for error in listed.json]
+    return (setting.json, [(key["id"], key["active"], key["name"]) for key in keys.json], errors)
 
 
 def fresh_key(api: Api, world: World) -> int:
@@ -165,8 +218,13 @@ def send(
     ref: str | int | None = None,
     transport: str = "private-token-header",
     key_id: int | None = None,
+    error_id: int | None = None,
 ) -> Reply:
-    path = route.path(world.project_id if ref is None else ref, world.key_id if key_id is None else key_id)
+    path = route.path(
+        world.project_id if ref is None else ref,
+        world.key_id if key_id is None else key_id,
+        world.error_id if error_id is None else error_id,
+    )
     return api.call(
         route.method, with_token(path, token, transport), headers=auth_headers(token, transport), json_body=route.body
     )
@@ -212,6 +270,14 @@ def summary(route: Route, reply: Reply) -> Any:
         return "created" if body.get("active") is True and isinstance(body.get("id"), int) else body
     if route is DELETE_KEY and isinstance(body, dict):
         return {"deleted": body.get("id")}
+    if route is PATCH_KEY and isinstance(body, dict):
+        return {"key": body.get("id"), "name": body.get("name"), "active": body.get("active")}
+    if route is LIST_ERRORS and isinstance(body, list):
+        return {"errors": [error.get("id") for error in body]}
+    if route in (GET_ERROR, UPDATE_ERROR) and isinstance(body, dict):
+        return {"error": body.get("id"), "status": body.get("status")}
+    if route is LIST_EVENTS and isinstance(body, list):
+        return {"events": len(body)}
     return body
 
 
@@ -229,6 +295,11 @@ def success(route: Route, world: World, key_id: int) -> Outcome:
         LIST_KEYS.name: (200, {"ids": [world.key_id]}),
         CREATE_KEY.name: (201, "created"),
         DELETE_KEY.name: (200, {"deleted": key_id}),
+        PATCH_KEY.name: (200, {"key": world.key_id, "name": "renamed", "active": True}),
+        LIST_ERRORS.name: (200, {"errors": [world.error_id]}),
+        GET_ERROR.name: (200, {"error": world.error_id, "status": "unresolved"}),
+        LIST_EVENTS.name: (200, {"events": 1}),
+        UPDATE_ERROR.name: (200, {"error": world.error_id, "status": "resolved"}),
     }[route.name]
 
 
@@ -263,60 +334,162 @@ def revoked_token(username: str, *, scopes: list[str] | None = None, expires_at:
     return secret
 
 
-# Section 2: the Maintainer rule, by caller and by visibility, on every route.
+# Section 2: who may call what, tried as an attacker would: every route that names a project, every
+# kind of caller, the project named by id and by path, in each visibility.
 
-CALLERS = ["no-token", "unknown-token", "non-member", "guest", "reporter", "developer", "maintainer", "owner", "admin"]
+CALLERS = [
+    "anonymous",
+    "unknown-token",
+    "malformed-token",
+    "expired",  # a maintainer's token past its date
+    "revoked",  # a maintainer's revoked token
+    "read_api",  # a maintainer's token that may only read
+    "blocked",  # a blocked maintainer's token
+    "blocked-admin",
+    "non-member",
+    "neighbour",  # maintainer of another project
+    "guest",
+    "reporter",
+    "developer",
+    "maintainer",
+    "owner",
+    "admin",  # an instance admin, not a member
+]
 
 
-def caller_token(scene: Scene, world: World, caller: str) -> str | None:
-    if caller == "no-token":
-        return None
-    if caller == "unknown-token":
-        return NEVER_ISSUED
-    scene.user(caller, admin=caller == "admin")
-    if caller in ("guest", "reporter", "developer", "maintainer", "owner"):
-        accounts.add_member(world.project_id, caller, caller)
-    return scene.token(caller)
+def caller_tokens(scene: Scene, world: World) -> dict[str, str | None]:
+    """A token for every caller in CALLERS, each of its own user."""
+    tokens: dict[str, str | None] = {"anonymous": None, "unknown-token": NEVER_ISSUED, "malformed-token": MALFORMED}
+    tokens["expired"] = member_token(scene, world, "late", "maintainer", expires_at="2000-01-01")
+    tokens["revoked"] = revoked_token("late")
+    tokens["read_api"] = member_token(scene, world, "reader", "maintainer", scopes=["read_api"])
+    tokens["blocked"] = member_token(scene, world, "gone", "maintainer")
+    accounts.set_user_state("gone", "blocked")
+    scene.user("fallen", admin=True, blocked=True)
+    tokens["blocked-admin"] = scene.token("fallen")
+    scene.user("stranger")
+    tokens["non-member"] = scene.token("stranger")
+    tokens["neighbour"] = scene.maintainer(scene.project("rival/shop"), "neighbour")
+    for role in ROLE_LEVELS:
+        tokens[role] = member_token(scene, world, role, role)
+    scene.user("root", admin=True)
+    tokens["admin"] = scene.token("root")
+    assert list(tokens) == sorted(tokens, key=CALLERS.index)
+    return tokens
 
 
-def refusal(caller: str, visibility: str) -> Outcome | None:
-    """Spec section 2's table; None when the caller is allowed."""
-    if caller in ("no-token", "unknown-token"):
+def refusal(caller: str, visibility: str, route: Route) -> Outcome | None:
+    """Spec sections 1 and 2, in GitLab's order of checks; None when the caller is allowed."""
+    if caller in ("anonymous", "unknown-token", "malformed-token"):
         return (401, UNAUTHORIZED)
-    if caller == "non-member":
+    if caller == "expired":
+        return (401, EXPIRED)
+    if caller == "revoked":
+        return (401, REVOKED)
+    if caller == "read_api":
+        return (403, INSUFFICIENT_SCOPE) if route.writes else None
+    if caller in ("blocked", "blocked-admin"):
+        return (403, BLOCKED)
+    if caller in ("non-member", "neighbour"):
         return (404, PROJECT_NOT_FOUND) if visibility == "private" else (403, FORBIDDEN)
-    if caller in ("guest", "reporter", "developer"):
-        return (403, FORBIDDEN)
-    return None
+    if caller == "admin" or ROLE_LEVELS[caller] >= ROLE_LEVELS[route.role]:
+        return None
+    return (403, FORBIDDEN)
 
 
 @pytest.mark.parametrize("visibility", VISIBILITIES)
-@pytest.mark.parametrize("route", route_params(ROUTES))
-def test_maintainer_rule(api: Api, scene: Scene, route: Route, visibility: str) -> None:
+@pytest.mark.parametrize("route", route_params(PROJECT_ROUTES))
+def test_authorization_matrix(api: Api, scene: Scene, route: Route, visibility: str) -> None:
     world = make_world(api, scene, visibility=visibility)
-    tokens = {caller: caller_token(scene, world, caller) for caller in CALLERS}
-    actual: dict[str, Outcome] = {}
-    expected: dict[str, Outcome] = {}
+    tokens = caller_tokens(scene, world)
+    refs: list[str | int] = [world.project_id, world.path.replace("/", "%2F")]
+    actual: dict[tuple[str, str | int], Outcome] = {}
+    expected: dict[tuple[str, str | int], Outcome] = {}
     # The refused first: none of them may change anything.
-    for caller in CALLERS:
-        refused = refusal(caller, visibility)
-        if refused is not None:
-            expected[caller] = refused
-            actual[caller] = observe(route, send(api, route, world, tokens[caller]), tokens[caller])
+    for caller, token in tokens.items():
+        refused = refusal(caller, visibility, route)
+        if refused is None:
+            continue
+        for ref in refs:
+            actual[caller, ref] = observe(route, send(api, route, world, token, ref=ref), token)
+            expected[caller, ref] = refused
     assert state(api, world) == world.untouched
-    # Maintainer, owner, and an admin who is not a member at all.
-    for caller in CALLERS:
-        token = tokens[caller]
-        if refusal(caller, visibility) is None and token is not None:
-            actual[caller], expected[caller] = try_allowed(api, route, world, token)
+    for caller, token in tokens.items():
+        for ref in refs if refusal(caller, visibility, route) is None else []:
+            assert token is not None
+            actual[caller, ref], expected[caller, ref] = try_allowed(api, route, world, token, ref=ref)
+    assert {caller for caller, _ in actual} == set(CALLERS)
     assert actual == expected
 
 
-def test_membership_of_another_project_gives_no_access(api: Api, scene: Scene, world: World) -> None:
-    other = scene.project("acme/other", visibility="private")
-    token = scene.maintainer(other, "neighbour")
-    actual = {route.name: observe(route, send(api, route, world, token), token) for route in ROUTES}
-    assert actual == {route.name: (404, PROJECT_NOT_FOUND) for route in ROUTES}
+def test_the_matrix_covers_every_route_with_the_role_it_declares() -> None:
+    """A route added to app.py without its row in the matrix above fails here."""
+    from app import app
+    from chalicelib.authorizer import Requirement
+
+    declared: dict[tuple[str, str], Requirement] = {
+        (method, path): getattr(entry.view_function, "requirement")  # noqa: B009  (set by @requires)
+        for path, methods in app.routes.items()
+        for method, entry in methods.items()
+    }
+    by_project = {key: need.role for key, need in declared.items() if need.role is not None}
+    matrix = {(route.method, route.template): ROLE_LEVELS[route.role] for route in PROJECT_ROUTES}
+    assert by_project == matrix
+    others = {key for key, need in declared.items() if need.role is None}
+    # /user is tested below with every caller; the public routes take no token at all.
+    assert others == {("GET", USER), *PUBLIC_ROUTES}
+    assert {key for key in others if declared[key].public} == set(PUBLIC_ROUTES)
+
+
+def test_another_projects_maintainer_reaches_nothing_of_this_project(api: Api, scene: Scene) -> None:
+    """Project B's maintainer, through A's URL and through B's URL naming A's key and error."""
+    a = make_world(api, scene, path="acme/shop")
+    b = make_world(api, scene, path="rival/shop")
+    assert (a.key_id, a.error_id) != (b.key_id, b.error_id)
+    actual: dict[tuple[str, str, str | int], Outcome] = {}
+    expected: dict[tuple[str, str, str | int], Outcome] = {}
+    for route in PROJECT_ROUTES:
+        for ref in (a.project_id, "acme%2Fshop"):
+            actual[route.name, "a's url", ref] = observe(route, send(api, route, a, b.keeper, ref=ref), b.keeper)
+            expected[route.name, "a's url", ref] = (404, PROJECT_NOT_FOUND)
+    assert state(api, a) == a.untouched
+    for route in PROJECT_ROUTES:
+        for ref in (b.project_id, "rival%2Fshop"):
+            cell = (route.name, "b's url naming a's key and error", ref)
+            if "{key_id}" in route.template or "{error_id}" in route.template:
+                actual[cell] = observe(route, send(api, route, a, b.keeper, ref=ref), b.keeper)
+                expected[cell] = (404, KEY_NOT_FOUND if "{key_id}" in route.template else ERROR_NOT_FOUND)
+            elif not route.writes:  # B's lists hold B's key and error only
+                actual[cell], expected[cell] = try_allowed(api, route, b, b.keeper, ref=ref)
+    # A's Sentry key through B's ingestion URL.
+    for endpoint in ("envelope", "store"):
+        reply = ingest(api, b.project_id, a.public_key, "Intruder", endpoint=endpoint)
+        actual["ingest", endpoint, b.project_id] = observe(LIST_KEYS, reply, a.public_key)
+        expected["ingest", endpoint, b.project_id] = (403, OTHER_PROJECTS_KEY)
+    assert actual == expected
+    assert state(api, a) == a.untouched
+    assert state(api, b) == b.untouched
+
+
+def test_gitlab_tokens_open_no_public_route(api: Api, scene: Scene, world: World) -> None:
+    """A token is not a Sentry key: whoever sends one, ingestion asks for the key. The API's own
+    description is public, whatever token comes with the request."""
+    tokens = caller_tokens(scene, world)
+    actual: dict[tuple[str, ...], Outcome] = {}
+    for caller, token in tokens.items():
+        for transport in TRANSPORTS:
+            for endpoint in ("envelope", "store"):
+                path = with_token(INGEST.format(id=world.project_id, endpoint=endpoint), token, transport)
+                reply = api.post(path, headers=auth_headers(token, transport), body=b'{"message": "hi"}')
+                actual[caller, transport, endpoint] = observe(LIST_KEYS, reply, token)
+            reply = api.get(with_token(OPENAPI, token, transport), headers=auth_headers(token, transport))
+            actual[caller, transport, "openapi"] = (reply.status, reply.json.get("openapi"), *hygiene(reply, token))
+    # A project named by path is no DSN's project, even with the right key.
+    for endpoint in ("envelope", "store"):
+        reply = ingest(api, "acme%2Fshop", world.public_key, "ByPath", endpoint=endpoint)
+        actual["right-key", "by-path", endpoint] = observe(LIST_KEYS, reply, world.public_key)
+    answers = {"openapi": (200, "3.1.0"), "by-path": (403, UNKNOWN_PROJECT)}
+    assert actual == {cell: answers.get(cell[-1], answers.get(cell[1], (400, NO_SENTRY_KEY))) for cell in actual}
     assert state(api, world) == world.untouched
 
 
@@ -393,7 +566,7 @@ def test_malformed_json_from_developer_is_403_and_from_maintainer_400(
 MISSING_REFS: list[str | int] = [999, "nobody%2Fnothing", "garbage"]
 
 
-@pytest.mark.parametrize("route", route_params(ROUTES))
+@pytest.mark.parametrize("route", route_params(PROJECT_ROUTES))
 def test_who_learns_what_about_a_missing_project(api: Api, scene: Scene, world: World, route: Route) -> None:
     """Token problems are answered before the project is looked up; only then is it not found."""
     scene.user("late")
@@ -506,7 +679,7 @@ def test_integrated_switch_off_is_checked_after_role_and_parameters(
 # Section 1: authentication, on every route.
 
 
-@pytest.mark.parametrize("route", route_params(ROUTES))
+@pytest.mark.parametrize("route", route_params(PROJECT_ROUTES))
 def test_every_transport_on_every_route(api: Api, scene: Scene, world: World, route: Route) -> None:
     expired = member_token(scene, world, "late", "maintainer", expires_at="2000-01-01")
     reader = member_token(scene, world, "reader", "maintainer", scopes=["read_api"])
@@ -535,7 +708,7 @@ def test_every_transport_on_every_route(api: Api, scene: Scene, world: World, ro
     assert actual == expected
 
 
-@pytest.mark.parametrize("route", route_params(ROUTES))
+@pytest.mark.parametrize("route", route_params(PROJECT_ROUTES))
 def test_token_and_user_states_on_every_route(api: Api, scene: Scene, world: World, route: Route) -> None:
     tomorrow = (today() + dt.timedelta(days=1)).isoformat()
     member_token(scene, world, "m", "maintainer")
@@ -593,7 +766,7 @@ def test_empty_or_unusable_token_is_401(api: Api, world: World) -> None:
             NEVER_ISSUED,
         )
         for way, (headers, query) in ways.items()
-        for route in ROUTES
+        for route in PROJECT_ROUTES
     }
     assert actual == {cell: (401, UNAUTHORIZED) for cell in actual}
     assert state(api, world) == world.untouched
@@ -647,7 +820,7 @@ def test_current_user_refusals(api: Api, scene: Scene) -> None:
 # Section 3: the :id path parameter.
 
 
-@pytest.mark.parametrize("route", route_params(ROUTES))
+@pytest.mark.parametrize("route", route_params(PROJECT_ROUTES))
 def test_project_by_url_encoded_path_ignores_case(api: Api, world: World, route: Route) -> None:
     actual: dict[str, Outcome] = {}
     expected: dict[str, Outcome] = {}
