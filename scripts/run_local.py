@@ -9,17 +9,46 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "errortracking: ready"
+# Credentials a client may put in the query string. `chalice local` logs every request line with
+# its query string; GitLab writes such values as [FILTERED] in its logs, and so do we.
+_QUERY_CREDENTIALS = re.compile(
+    r"(?<![A-Za-z0-9_])((?:private_token|access_token|job_token|sentry_key|sentry_secret)=)[^&\s\"']*", re.IGNORECASE
+)
+
+
+def redact(line: str) -> str:
+    return _QUERY_CREDENTIALS.sub(r"\1[FILTERED]", line)
+
+
+def _relay(stream: IO[bytes], out: TextIO) -> None:
+    """Copy a child's output line by line, credentials redacted."""
+    for raw in iter(stream.readline, b""):
+        out.write(redact(raw.decode("utf-8", "replace")))
+        out.flush()
+
+
+def _relayed(process: subprocess.Popen[bytes]) -> list[threading.Thread]:
+    assert process.stdout is not None and process.stderr is not None
+    threads = [
+        threading.Thread(target=_relay, args=(process.stdout, sys.stdout), daemon=True),
+        threading.Thread(target=_relay, args=(process.stderr, sys.stderr), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def embedded_store(port: int) -> Any:
@@ -174,11 +203,16 @@ def main() -> int:
             ],
             cwd=ROOT,
             env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        relays = _relayed(chalice)
         _wait_for_port(args.port, chalice)
         print(_banner(base, token, project_id, args.db_port), flush=True)
         print(f"{READY} {base} token={token} project_id={project_id}", flush=True)
         chalice.wait()
+        for relay in relays:
+            relay.join(timeout=5)
         return chalice.returncode or 0
     except KeyboardInterrupt:
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,52 @@ def record_request_aws_calls() -> Iterator[None]:
     setattr(BaseClient, "_make_api_call", recording)  # noqa: B010
     yield
     setattr(BaseClient, "_make_api_call", original)  # noqa: B010
+
+
+# Every secret issued in this process, and every line the suite logged (captured output and log
+# records of each test, the local server's output): test_secrets.py's last test looks for the one
+# in the other.
+SUITE_SECRETS: dict[str, str] = {}  # secret -> what it is
+SUITE_LOGS: list[tuple[str, str]] = []  # (where, text)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def record_issued_secrets() -> Iterator[None]:
+    from chalicelib import accounts, client_keys, crypto
+
+    new_token, new_key, encrypt = accounts.new_token_secret, client_keys.new_public_key, crypto.encrypt_token
+
+    def token() -> str:
+        secret = new_token()
+        SUITE_SECRETS[secret] = "access token"
+        return secret
+
+    def public_key() -> str:
+        secret = new_key()
+        SUITE_SECRETS[secret] = "client key"
+        return secret
+
+    def encrypt_token(project_id: int, plaintext: str) -> bytes:
+        # Fuzzed values such as "0" are not secrets anybody chose; a chosen one is long and varied.
+        if re.fullmatch(r"[A-Za-z0-9_-]{10,}", plaintext) and len(set(plaintext)) >= 8:
+            SUITE_SECRETS[plaintext] = "sentry token"
+        return encrypt(project_id, plaintext)
+
+    patches = [
+        (accounts, "new_token_secret", new_token, token),
+        (client_keys, "new_public_key", new_key, public_key),
+        (crypto, "encrypt_token", encrypt, encrypt_token),
+    ]
+    for module, name, _, replacement in patches:
+        setattr(module, name, replacement)
+    yield
+    for module, name, original, _ in patches:
+        setattr(module, name, original)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for section, text in report.sections:
+        SUITE_LOGS.append((f"{report.nodeid} {section}", text))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

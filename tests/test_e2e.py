@@ -32,6 +32,8 @@ import gitlab.exceptions
 import pytest
 import requests
 
+from tests.conftest import SUITE_LOGS
+
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"errortracking: ready (?P<url>\S+) token=(?P<token>\S+) project_id=(?P<project_id>\d+)")
 READY_TIMEOUT = 90.0
@@ -88,6 +90,16 @@ class Server:
     def api(self) -> str:
         return f"{self.url}/api/v4"
 
+    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        """The first line of output holding ``text``, once the server has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in list(self.output) if text in line), None)
+            if found is not None:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"the server wrote no line with {text!r}; last lines:\n{self.tail()}")
+
     def tail(self, lines: int = 60) -> str:
         return "".join(list(self.output)[-lines:])
 
@@ -142,7 +154,7 @@ def _stop(process: subprocess.Popen[str]) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     port, db_port = _free_ports(2)
     env = _base_env()
     env["PYTHONUNBUFFERED"] = "1"
@@ -186,6 +198,10 @@ def server() -> Iterator[Server]:
     finally:
         problem = _stop(process)
         reader.join(timeout=10)
+        # Up to its ready line, `make run` shows the developer a token and how to call the API with
+        # it, on purpose; every line after that is the server's log, for the suite's secrets scan.
+        ready_at = next(n for n, line in enumerate(output) if READY.search(line))
+        SUITE_LOGS.append((f"local server of {request.node.nodeid}", "".join(output[ready_at + 1 :])))
         assert problem is None, f"{problem}; output:\n{running.tail()}"
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, "the API still listens after the server was stopped"
@@ -451,6 +467,9 @@ def test_each_token_transport_works_and_no_token_is_401(server: Server) -> None:
     expect(listed, 200)
     assert token not in listed.headers.get("Link", "")
     assert token not in listed.text
+    # The server logs the request line with the token filtered out, as GitLab does.
+    logged = server.wait_for(f"{keys_path(project.id)}?private_token=[FILTERED]&per_page=5")
+    assert token not in logged, logged
 
 
 def test_settings_put_json_patch_form_and_key_delete(server: Server) -> None:

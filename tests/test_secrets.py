@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from chalicelib import accounts, config, ingestion, models
-from tests.conftest import Api, Reply, Scene
+from tests.conftest import SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene
 from tests.test_faults import INTERNAL, Fault, store_faults
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -445,3 +446,79 @@ def test_a_body_over_1_mb_is_413_and_nothing_is_stored(
     reply = ctx.api.call(method, paths[route], token=ctx.token, headers=headers, body=body)
     assert (reply.status, reply.json) == (413, TOO_LARGE), reply.body[:300]
     assert raw_items() == before
+
+
+# The whole suite's logs
+
+PROBE = 10  # characters of a secret's form that index it; every registered secret is longer
+_RUNS = re.compile(rf"[A-Za-z0-9+/=_-]{{{PROBE},}}")
+# What a token, a client key or a Sentry token looks like, issued by this process or not.
+_SHAPES = re.compile(r"glpat-[A-Za-z0-9_-]{20,}|glet_[0-9a-f]{32}|sntrys_[A-Za-z0-9_]{3,}")
+
+
+def _forms(secret: str) -> list[str]:
+    """The secret in the forms disguises() names, and its random part without a prefix."""
+    forms = disguises(secret)
+    for prefix in ("glpat-", "glet_"):
+        if secret.startswith(prefix):
+            forms.append(secret.removeprefix(prefix))
+    return forms
+
+
+def leaks_in(logs: list[tuple[str, str]], issued: dict[str, str]) -> list[tuple[str, list[str], str]]:
+    """(where, what, the line) for each logged line holding a secret of ``issued`` in any of its forms,
+    or anything shaped like a secret."""
+    index: dict[str, list[tuple[str, str]]] = {}
+    for secret, what in issued.items():
+        for form in _forms(secret):
+            index.setdefault(form[:PROBE], []).append((form, what))
+    found = []
+    for where, text in logs:
+        for line in text.splitlines():
+            kinds = {what for _, what in _hits(line, index)}
+            kinds.update(f"{shape.group()[:8]}... shape" for shape in _SHAPES.finditer(line))
+            if kinds:
+                found.append((where, sorted(kinds), line[:200]))
+    return found
+
+
+def _hits(line: str, index: dict[str, list[tuple[str, str]]]) -> Iterator[tuple[str, str]]:
+    # Only runs of the characters secrets are made of can hold one: look up each window of those.
+    for run in _RUNS.finditer(line):
+        text = run.group()
+        for start in range(len(text) - PROBE + 1):
+            for form, what in index.get(text[start : start + PROBE], ()):
+                if text.startswith(form, start):
+                    yield form, what
+
+
+def test_the_leak_finder_finds_secrets_in_every_form_and_only_them() -> None:
+    token, key, sentry = "glpat-ZqXv3Tb9Lm2Wc8Rn5Yh4Pd7K", "glet_" + "5e1f0c9a" * 4, "sntrys_4f9a2c7e1b"
+    issued = {token: "access token", key: "client key", sentry: "sentry token"}
+    logs = [
+        ("clean", '{"route": "/api/v4/projects/1/error_tracking/settings", "status": 200}\nINFO fine'),
+        ("token", f"auth {token}"),
+        ("bare key", f"key={key.removeprefix('glet_')}!"),
+        ("base64 sentry", f"body {base64.b64encode(sentry.encode()).decode()}"),
+        ("unissued", "PRIVATE-TOKEN: glpat-" + "A1b2C3d4E5" * 2),
+    ]
+    assert [(where, kinds) for where, kinds, _ in leaks_in(logs, issued)] == [
+        ("token", ["access token", "glpat-Zq... shape"]),
+        ("bare key", ["client key"]),
+        ("base64 sentry", ["sentry token"]),
+        ("unissued", ["glpat-A1... shape"]),
+    ]
+
+
+@pytest.mark.last
+def test_nothing_the_whole_suite_logged_holds_a_secret() -> None:
+    """Every line of captured output and every log record (INFO and up) of every test, and the local
+    server's log, against every token, client key and Sentry token the suite issued."""
+    if len(SUITE_LOGS) < 100:
+        pytest.fail("too little was recorded to judge: run the whole suite, not this file alone")
+    kinds = set(SUITE_SECRETS.values())
+    assert kinds == {"access token", "client key", "sentry token"}, kinds
+    assert any('"status": 200' in text for _, text in SUITE_LOGS)  # request lines were recorded
+    assert any(where.startswith("local server") for where, _ in SUITE_LOGS)
+    leaks = leaks_in(SUITE_LOGS, SUITE_SECRETS)
+    assert leaks == [], "\n".join(f"{where}: {kinds} in {line!r}" for where, kinds, line in leaks[:20])
