@@ -11,7 +11,7 @@ from typing import Any
 
 from chalice.app import Chalice, CORSConfig, Request, Response
 
-from chalicelib import authorizer, client_keys, entities, errors, ingestion, settings, telemetry, tracked_errors
+from chalicelib import authorizer, budget, client_keys, entities, errors, ingestion, settings, telemetry, tracked_errors
 from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
@@ -23,6 +23,7 @@ app = Chalice(app_name="errortracking")
 # Sentry SDKs post compressed envelopes: API Gateway must hand them over as bytes, untouched.
 app.api.binary_types.append("application/x-sentry-envelope")
 app.register_middleware(telemetry.middleware, "http")  # outermost: logs the final answer
+app.register_middleware(budget.middleware, "http")  # a deadline for every store call after it
 app.register_middleware(authorizer.middleware(app), "http")
 
 PROJECT = "/api/v4/projects/{id}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from chalicelib import config, telemetry
+from chalicelib import budget, config, telemetry
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 def kms_client() -> KMSClient:
     import boto3
 
-    client: KMSClient = boto3.session.Session().client("kms", region_name=config.region())
-    telemetry.watch(client)
+    client: KMSClient = boto3.session.Session().client(
+        "kms", region_name=config.region(), config=budget.botocore_config()
+    )
+    budget.guard(telemetry.watch(client))
     return client
 
 

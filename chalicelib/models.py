@@ -39,7 +39,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import config, telemetry
+from chalicelib import budget, config, telemetry
 
 Key = tuple[str, str]
 
@@ -62,6 +62,10 @@ class Entity(Model):
         table_name = config.table_name()
         region = config.region()
         billing_mode = "PAY_PER_REQUEST"
+        # Bounded so that a request answers 503 before Lambda's timeout (chalicelib/budget.py).
+        connect_timeout_seconds = budget.CONNECT_TIMEOUT
+        read_timeout_seconds = budget.READ_TIMEOUT
+        max_retry_attempts = budget.MAX_ATTEMPTS - 1
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
@@ -75,7 +79,7 @@ class Entity(Model):
         # Every kind of item lives in this one table: share one botocore client (creating one
         # costs ~50 ms of service-model loading) instead of PynamoDB's client per model class.
         connection = Model._get_connection.__func__(Entity)  # type: ignore[attr-defined]
-        telemetry.watch(connection.connection.client)
+        budget.guard(telemetry.watch(connection.connection.client))
         return connection
 
     @staticmethod

@@ -23,8 +23,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.endpoint
@@ -33,10 +34,9 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
-from botocore.retries import standard
 from moto.core.models import botocore_stubber
 
-from chalicelib import client_keys, config, crypto, errors, ingestion, models
+from chalicelib import budget, client_keys, config, crypto, errors, ingestion, models
 from tests.conftest import Api, Reply, Scene
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -130,13 +130,16 @@ class Fault:
         raise AssertionError(f"unknown fault {self.kind}")
 
 
+AnyFault = TypeVar("AnyFault", bound=Fault)
+
+
 def dynamodb_client() -> Any:
     """The botocore client every model shares."""
     return models.connection().client
 
 
 @contextlib.contextmanager
-def store_faults(fault: Fault, client: Any = None) -> Iterator[Fault]:
+def store_faults(fault: AnyFault, client: Any = None) -> Iterator[AnyFault]:
     """Let ``fault`` answer ``client``'s calls first; moto answers the rest, as before."""
     client = client if client is not None else dynamodb_client()
     events = client.meta.events
@@ -166,9 +169,7 @@ def _fresh_retry_quota(client: Any) -> None:
     The quota (500 units, 5 or 14 per retry) is per client, and the models' client lives for the
     whole session: without this, faults in one test would leave later ones without retries.
     """
-    service = client.meta.service_model.service_id.hyphenize()
-    client.meta.events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
-    standard.register_retry_handler(client, max_attempts=client.meta.config.retries["total_max_attempts"])
+    budget.install_retries(client)
 
 
 @pytest.fixture(autouse=True)
@@ -637,6 +638,90 @@ def test_a_kms_fault_while_saving_a_sentry_token_answers_503_and_stores_nothing(
     retried = ctx.api.put(SETTINGS.format(ctx.project_id), token=ctx.token, form=form)
     assert retried.status == 200, retried.body
     assert retried.json["api_url"] == "https://8.8.8.8/api/0/projects/acme/shop/"
+
+
+# The time budget: a request answers before Lambda's timeout, however slow the store is
+
+
+def test_a_request_ends_before_the_lambda_timeout_of_every_stage() -> None:
+    chalice_config = json.loads((Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
+    worst = budget.BUDGET + budget.CONNECT_TIMEOUT + budget.READ_TIMEOUT
+    for stage, stage_config in chalice_config["stages"].items():
+        timeout = stage_config.get("lambda_timeout", chalice_config["lambda_timeout"])
+        assert worst + 1 <= timeout, f"{stage}: {worst} s of store time leaves under 1 s of {timeout} s"
+    for client in (dynamodb_client(), crypto.kms_client()):
+        botocore_config: Any = client.meta.config
+        timeouts = (botocore_config.connect_timeout, botocore_config.read_timeout)
+        assert timeouts == (budget.CONNECT_TIMEOUT, budget.READ_TIMEOUT)
+        assert botocore_config.retries["total_max_attempts"] == budget.MAX_ATTEMPTS
+
+
+@dataclass
+class SlowStore(Fault):
+    """A store whose every attempt takes ``seconds`` of simulated time, faulted or not."""
+
+    seconds: float = 0.0
+    now: float = 0.0
+    starts: list[float] = field(default_factory=list)  # when each attempt was sent
+
+    def answer(self, operation: str, request: AWSPreparedRequest) -> AWSResponse | None:
+        self.starts.append(self.now)
+        self.now += self.seconds
+        return super().answer(operation, request)
+
+
+@pytest.fixture
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None, float], SlowStore]:
+    """Simulated time: the budget's clock reads it, attempts and botocore's backoff advance it."""
+
+    def make(kind: str | None, seconds: float) -> SlowStore:
+        every = frozenset(op for route in ROUTES for op in route.operations) if kind else frozenset()
+        store = SlowStore(kind or THROTTLED, every, seconds=seconds)
+
+        def sleep(wait: float) -> None:
+            store.now += wait
+
+        monkeypatch.setattr(budget, "clock", lambda: store.now)
+        monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=sleep))
+        return store
+
+    return make
+
+
+@pytest.mark.parametrize("kind", [READ_TIMEOUT, THROTTLED], ids=["hanging", "throttling"])
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_a_failing_store_is_given_up_within_the_budget(
+    ctx: Ctx, slow_store: Callable[[str | None, float], SlowStore], route: Route, kind: str
+) -> None:
+    """Every attempt waits out its read timeout (or is throttled after one): no attempt starts
+    after the budget, no backoff is slept that would end after it, and the 503 comes within the
+    budget and one more attempt."""
+    before = durable(scan_table())
+    with store_faults(slow_store(kind, budget.READ_TIMEOUT)) as store:
+        reply = route.call(ctx)
+    assert_unavailable(reply)
+    assert max(store.starts) < budget.BUDGET, store.starts
+    assert store.now <= budget.BUDGET + budget.CONNECT_TIMEOUT + budget.READ_TIMEOUT
+    if kind == READ_TIMEOUT:  # it did not give up early either: the attempts filled the budget
+        assert len(store.starts) == 3, store.starts
+    assert durable(assert_consistent()) == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_a_slow_store_is_waited_for_until_the_budget_and_leaves_nothing_half_done(
+    ctx: Ctx, slow_store: Callable[[str | None, float], SlowStore], route: Route
+) -> None:
+    """Each answer takes 2.5 s: routes of up to three calls still answer; longer ones get a 503
+    instead of the call that would start after the budget, and whatever they wrote is whole."""
+    with store_faults(slow_store(None, 2.5)) as store:
+        reply = route.call(ctx)
+    if len(route.operations) <= 3:
+        assert reply.status == route.status, reply.body
+        route.verify(ctx, reply)
+    else:
+        assert_unavailable(reply)
+    assert max(store.starts) < budget.BUDGET, store.starts
+    assert_consistent()
 
 
 # Many writes, each with a fault, and what the API says afterwards

@@ -1,0 +1,101 @@
+"""The time one request may spend waiting for the store, so that it answers 503 before Lambda gives up.
+
+Our Lambda is stopped after 10 s (``lambda_timeout`` in .chalice/config.json). botocore's and
+PynamoDB's defaults would wait far longer: 15 s to connect, 30 to 60 s for an answer, and up to
+20 s of backoff between retries. A request stuck in them ends in a bare 504 from API Gateway, with
+no ``Retry-After`` and a full timeout billed. So every attempt is bounded (CONNECT_TIMEOUT plus
+READ_TIMEOUT), and neither an attempt nor a backoff starts that would end after the request's
+BUDGET: the call raises DeadlineExceeded instead, which the authorizer middleware answers like any store outage (503
+with ``Retry-After``). A request therefore ends within BUDGET + CONNECT_TIMEOUT + READ_TIMEOUT,
+and a test holds that below the Lambda timeout of every stage.
+
+Outside a request (the admin CLI, bootstrap) there is no deadline: botocore retries as configured.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError
+from chalice.app import Request, Response
+
+CONNECT_TIMEOUT = 1.0  # seconds to open a connection to DynamoDB or KMS
+READ_TIMEOUT = 2.0  # seconds to wait for one answer; DynamoDB's own are tens of milliseconds
+MAX_ATTEMPTS = 4  # per call, botocore's first try included (PynamoDB's default of 3 retries)
+BUDGET = 6.0  # seconds a request may go on starting store calls
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("store_deadline", default=None)
+_guarded: set[int] = set()
+
+
+class DeadlineExceeded(BotoCoreError):
+    """The request spent its time on the store: not worth another attempt."""
+
+    fmt = "The request's time for the store ran out"
+
+
+def clock() -> float:
+    return time.monotonic()
+
+
+def middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    token = _deadline.set(clock() + BUDGET)
+    try:
+        return get_response(request)
+    finally:
+        _deadline.reset(token)
+
+
+def _check(**_: Any) -> None:
+    deadline = _deadline.get()
+    if deadline is not None and clock() >= deadline:
+        raise DeadlineExceeded()
+
+
+def guard(client: Any) -> Any:
+    """Make ``client`` give up at the request's deadline (once per client): no attempt is started
+    after it, and no backoff sleeps past it.
+
+    ``request-created`` fires before every attempt, retries included; an exception there leaves
+    the call at once, without a retry.
+    """
+    if id(client) not in _guarded:
+        client.meta.events.register("request-created", _check)
+        install_retries(client)
+        _guarded.add(id(client))
+    return client
+
+
+def install_retries(client: Any) -> None:
+    """botocore's standard retry handler for ``client``, anew (its quota full), with each backoff
+    cut short: a retry that could only start after the deadline is not waited for."""
+    from botocore.retries import standard
+
+    service = client.meta.service_model.service_id.hyphenize()
+    event, unique_id = f"needs-retry.{service}", f"retry-config-{service}"
+    client.meta.events.unregister(event, unique_id=unique_id)
+    handler = standard.register_retry_handler(client, max_attempts=client.meta.config.retries["total_max_attempts"])
+    client.meta.events.unregister(event, unique_id=unique_id)
+
+    def needs_retry(**kwargs: Any) -> float | None:
+        delay: float | None = handler.needs_retry(**kwargs)
+        deadline = _deadline.get()
+        if delay is not None and deadline is not None and clock() + delay >= deadline:
+            raise DeadlineExceeded()
+        return delay
+
+    client.meta.events.register(event, needs_retry, unique_id=unique_id)
+
+
+def botocore_config() -> Any:
+    """Timeouts and retries for the clients this service creates itself (KMS)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    )
