@@ -1,15 +1,17 @@
 """The time one request may spend waiting for the store, so that it answers 503 before Lambda gives up.
 
 Our Lambda is stopped after 10 s (``lambda_timeout`` in .chalice/config.json). botocore's and
-PynamoDB's defaults would wait far longer: 15 s to connect, 30 to 60 s for an answer, and up to
-20 s of backoff between retries. A request stuck in them ends in a bare 504 from API Gateway, with
-no ``Retry-After`` and a full timeout billed. So every attempt is bounded (CONNECT_TIMEOUT plus
-READ_TIMEOUT), and neither an attempt nor a backoff starts that would end after the request's
-BUDGET: the call raises DeadlineExceeded instead, which the authorizer middleware answers like any store outage (503
-with ``Retry-After``). A request therefore ends within BUDGET + CONNECT_TIMEOUT + READ_TIMEOUT,
-and a test holds that below the Lambda timeout of every stage.
+PynamoDB's defaults would wait far longer: 15 s to connect, 30 to 60 s for an answer, then seconds
+of backoff before each retry. A request stuck in them ends in a bare 504 from API Gateway, with no
+``Retry-After`` and a full timeout billed. So every attempt is bounded (CONNECT_TIMEOUT plus
+READ_TIMEOUT), no attempt starts once the request has spent BUDGET, and no backoff is slept that
+would end after it: the call raises DeadlineExceeded instead, which the authorizer middleware
+answers like any store outage (503 with ``Retry-After``). An attempt started just before the
+deadline may still run its course, so a request ends within BUDGET + CONNECT_TIMEOUT +
+READ_TIMEOUT, and a test holds that below the Lambda timeout of every stage.
 
-Outside a request (the admin CLI, bootstrap) there is no deadline: botocore retries as configured.
+Outside a request (the admin CLI, bootstrap) there is no deadline; the timeouts and the number of
+attempts are the same.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ MAX_ATTEMPTS = 4  # per call, botocore's first try included (PynamoDB's default 
 BUDGET = 6.0  # seconds a request may go on starting store calls
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("store_deadline", default=None)
-_guarded: set[int] = set()
 
 
 class DeadlineExceeded(BotoCoreError):
@@ -55,39 +56,46 @@ def _check(**_: Any) -> None:
         raise DeadlineExceeded()
 
 
-def guard(client: Any) -> Any:
-    """Make ``client`` give up at the request's deadline (once per client): no attempt is started
-    after it, and no backoff sleeps past it.
-
-    ``request-created`` fires before every attempt, retries included; an exception there leaves
-    the call at once, without a retry.
-    """
-    if id(client) not in _guarded:
-        client.meta.events.register("request-created", _check)
-        install_retries(client)
-        _guarded.add(id(client))
-    return client
+def guard(client: Any) -> None:
+    """Make ``client`` give up at the request's deadline (clients.instrument calls this once per
+    client). ``request-created`` fires before every attempt, retries included; an exception there
+    leaves the call at once, without a retry."""
+    client.meta.events.register("request-created", _check)
+    install_retries(client)
 
 
 def install_retries(client: Any) -> None:
     """botocore's standard retry handler for ``client``, anew (its quota full), with each backoff
-    cut short: a retry that could only start after the deadline is not waited for."""
+    cut short: a retry that could only start after the deadline is not waited for.
+
+    Installing again replaces what the last install registered. (The handler botocore registered
+    when it made the client stays subscribed to ``after-call``, releasing into a quota nothing uses.)
+    """
     from botocore.retries import standard
 
     service = client.meta.service_model.service_id.hyphenize()
-    event, unique_id = f"needs-retry.{service}", f"retry-config-{service}"
-    client.meta.events.unregister(event, unique_id=unique_id)
-    handler = standard.register_retry_handler(client, max_attempts=client.meta.config.retries["total_max_attempts"])
-    client.meta.events.unregister(event, unique_id=unique_id)
+    events = client.meta.events
+    retry_event, retry_id = f"needs-retry.{service}", f"retry-config-{service}"
+    release_event, release_id = f"after-call.{service}", f"errortracking-retry-quota-{service}"
+    events.unregister(retry_event, unique_id=retry_id)
+    events.unregister(release_event, unique_id=release_id)
+    attempts = client.meta.config.retries.get("total_max_attempts", MAX_ATTEMPTS)
+    handler = standard.register_retry_handler(client, max_attempts=attempts)
+    # register_retry_handler subscribes these two; subscribe them again under ids of our own, so
+    # that the next install can take them off.
+    release = getattr(handler, "_retry_quota").release_retry_quota  # noqa: B009  (not in botocore's stubs)
+    events.unregister(release_event, release)
+    events.register(release_event, release, unique_id=release_id)
+    events.unregister(retry_event, unique_id=retry_id)
 
     def needs_retry(**kwargs: Any) -> float | None:
         delay: float | None = handler.needs_retry(**kwargs)
         deadline = _deadline.get()
         if delay is not None and deadline is not None and clock() + delay >= deadline:
-            raise DeadlineExceeded()
+            raise DeadlineExceeded() from kwargs.get("caught_exception")
         return delay
 
-    client.meta.events.register(event, needs_retry, unique_id=unique_id)
+    events.register(retry_event, needs_retry, unique_id=retry_id)
 
 
 def botocore_config() -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from chalicelib import budget, config, telemetry
+from chalicelib import budget, clients, config
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
@@ -21,8 +21,7 @@ def kms_client() -> KMSClient:
     client: KMSClient = boto3.session.Session().client(
         "kms", region_name=config.region(), config=budget.botocore_config()
     )
-    budget.guard(telemetry.watch(client))
-    return client
+    return clients.instrument(client)
 
 
 def _context(project_id: int) -> dict[str, str]:

@@ -39,7 +39,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import budget, config, telemetry
+from chalicelib import budget, clients, config
 
 Key = tuple[str, str]
 
@@ -79,7 +79,7 @@ class Entity(Model):
         # Every kind of item lives in this one table: share one botocore client (creating one
         # costs ~50 ms of service-model loading) instead of PynamoDB's client per model class.
         connection = Model._get_connection.__func__(Entity)  # type: ignore[attr-defined]
-        budget.guard(telemetry.watch(connection.connection.client))
+        clients.instrument(connection.connection.client)
         return connection
 
     @staticmethod

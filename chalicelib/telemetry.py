@@ -32,7 +32,6 @@ for _name in _WIRE_LOGGERS:
 
 _calls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("aws_calls", default=None)
 _user_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("user_id", default=None)
-_hooked: set[int] = set()
 
 
 def _count(**_: Any) -> None:
@@ -41,12 +40,9 @@ def _count(**_: Any) -> None:
         counter[0] += 1
 
 
-def watch(client: Any) -> Any:
-    """Count the calls ``client`` makes (once per client); returns it."""
-    if id(client) not in _hooked:
-        client.meta.events.register("before-call", _count)
-        _hooked.add(id(client))
-    return client
+def watch(client: Any) -> None:
+    """Count the calls ``client`` makes (clients.instrument calls this once per client)."""
+    client.meta.events.register("before-call", _count)
 
 
 def in_request() -> bool:

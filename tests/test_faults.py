@@ -656,6 +656,9 @@ def test_a_request_ends_before_the_lambda_timeout_of_every_stage() -> None:
         assert botocore_config.retries["total_max_attempts"] == budget.MAX_ATTEMPTS
 
 
+MakeSlowStore = Callable[..., "SlowStore"]
+
+
 @dataclass
 class SlowStore(Fault):
     """A store whose every attempt takes ``seconds`` of simulated time, faulted or not."""
@@ -671,12 +674,12 @@ class SlowStore(Fault):
 
 
 @pytest.fixture
-def slow_store(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None, float], SlowStore]:
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> MakeSlowStore:
     """Simulated time: the budget's clock reads it, attempts and botocore's backoff advance it."""
 
-    def make(kind: str | None, seconds: float) -> SlowStore:
+    def make(kind: str | None, seconds: float, operations: frozenset[str] | None = None) -> SlowStore:
         every = frozenset(op for route in ROUTES for op in route.operations) if kind else frozenset()
-        store = SlowStore(kind or THROTTLED, every, seconds=seconds)
+        store = SlowStore(kind or THROTTLED, every if operations is None else operations, seconds=seconds)
 
         def sleep(wait: float) -> None:
             store.now += wait
@@ -688,28 +691,61 @@ def slow_store(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None, float],
     return make
 
 
-@pytest.mark.parametrize("kind", [READ_TIMEOUT, THROTTLED], ids=["hanging", "throttling"])
+# How long each faulted attempt takes: a timeout waits its limit out; throttling answers at once,
+# here after a slow read, so that botocore's backoff and the attempts both use up the budget.
+ATTEMPT_SECONDS = {READ_TIMEOUT: budget.READ_TIMEOUT, CONNECT_TIMEOUT: budget.CONNECT_TIMEOUT, THROTTLED: 2.0}
+
+
+@pytest.mark.parametrize("kind", list(ATTEMPT_SECONDS))
 @pytest.mark.parametrize("route", ROUTES, ids=str)
 def test_a_failing_store_is_given_up_within_the_budget(
-    ctx: Ctx, slow_store: Callable[[str | None, float], SlowStore], route: Route, kind: str
+    ctx: Ctx, slow_store: MakeSlowStore, route: Route, kind: str
 ) -> None:
-    """Every attempt waits out its read timeout (or is throttled after one): no attempt starts
-    after the budget, no backoff is slept that would end after it, and the 503 comes within the
-    budget and one more attempt."""
+    """No attempt starts after the budget, no backoff is slept that would end after it, and the 503
+    comes within the budget and one more attempt."""
     before = durable(scan_table())
-    with store_faults(slow_store(kind, budget.READ_TIMEOUT)) as store:
+    with store_faults(slow_store(kind, ATTEMPT_SECONDS[kind])) as store:
         reply = route.call(ctx)
     assert_unavailable(reply)
     assert max(store.starts) < budget.BUDGET, store.starts
     assert store.now <= budget.BUDGET + budget.CONNECT_TIMEOUT + budget.READ_TIMEOUT
-    if kind == READ_TIMEOUT:  # it did not give up early either: the attempts filled the budget
+    if kind == READ_TIMEOUT:  # nor did it give up early: the attempts filled the budget
         assert len(store.starts) == 3, store.starts
     assert durable(assert_consistent()) == before
 
 
+def test_a_hanging_kms_is_given_up_within_the_budget(ctx: Ctx, slow_store: MakeSlowStore) -> None:
+    kms = crypto.kms_client()
+    budget.install_retries(kms)  # a full retry quota, whatever earlier tests spent
+    form = {"active": "true", "integrated": "false", "api_host": "https://8.8.8.8", "token": "sntrys_slow"}
+    form |= {"organization_slug": "acme", "project_slug": "shop"}
+    before = durable(scan_table())
+    with store_faults(slow_store(READ_TIMEOUT, budget.READ_TIMEOUT, frozenset({"Encrypt"})), client=kms) as store:
+        reply = ctx.api.put(SETTINGS.format(ctx.project_id), token=ctx.token, form=form)
+    assert_unavailable(reply)
+    assert store.calls == ["Encrypt"] * 3 and max(store.starts) < budget.BUDGET, store.starts
+    assert durable(assert_consistent()) == before
+
+
+def test_installing_the_retry_policy_again_replaces_it() -> None:
+    """The test fixtures install it for every test: nothing may pile up on the shared client."""
+    client = dynamodb_client()
+    emitter = client.meta.events._emitter  # botocore's own registry (no public way to count)
+
+    def handlers() -> dict[str, int]:
+        events = ("after-call", "needs-retry", "request-created", "before-call")
+        return {event: len(list(emitter._handlers.prefix_search(f"{event}.dynamodb.GetItem"))) for event in events}
+
+    before = handlers()
+    for _ in range(3):
+        budget.install_retries(client)
+        models.connection()  # instruments the client, if it were new
+    assert handlers() == before
+
+
 @pytest.mark.parametrize("route", ROUTES, ids=str)
 def test_a_slow_store_is_waited_for_until_the_budget_and_leaves_nothing_half_done(
-    ctx: Ctx, slow_store: Callable[[str | None, float], SlowStore], route: Route
+    ctx: Ctx, slow_store: MakeSlowStore, route: Route
 ) -> None:
     """Each answer takes 2.5 s: routes of up to three calls still answer; longer ones get a 503
     instead of the call that would start after the budget, and whatever they wrote is whole."""
