@@ -8,6 +8,7 @@ creates an admin user with a token and a demo project, then runs `chalice local`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -19,25 +20,42 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TextIO
+from urllib.parse import unquote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "errortracking: ready"
 # Credentials a client may put in the query string. `chalice local` logs every request line with
 # its query string; GitLab writes such values as [FILTERED] in its logs, and so do we.
-_QUERY_CREDENTIALS = re.compile(
-    r"(?<![A-Za-z0-9_])((?:private_token|access_token|job_token|sentry_key|sentry_secret)=)[^&\s\"']*", re.IGNORECASE
-)
+_CREDENTIALS = frozenset({"private_token", "access_token", "job_token", "sentry_key", "sentry_secret"})
+_QUERY_PARAMETER = re.compile(r"(?<=[?&])([^=&\s#]+)=([^&\s#]*)")
+_output = threading.Lock()  # one line at a time from the relays and this script
 
 
 def redact(line: str) -> str:
-    return _QUERY_CREDENTIALS.sub(r"\1[FILTERED]", line)
+    """``line`` with the value of every credential in a query string written [FILTERED], however
+    its name is encoded: the server decodes names before it reads them."""
+
+    def filtered(parameter: re.Match[str]) -> str:
+        if unquote_plus(parameter[1]).lower() in _CREDENTIALS:
+            return f"{parameter[1]}=[FILTERED]"
+        return parameter[0]
+
+    return _QUERY_PARAMETER.sub(filtered, line)
+
+
+def say(text: str, out: TextIO | None = None) -> None:
+    with _output:
+        stream = out or sys.stdout
+        stream.write(text if text.endswith("\n") else text + "\n")
+        stream.flush()
 
 
 def _relay(stream: IO[bytes], out: TextIO) -> None:
-    """Copy a child's output line by line, credentials redacted."""
+    """Copy a child's output line by line, credentials redacted, until the child closes it."""
     for raw in iter(stream.readline, b""):
-        out.write(redact(raw.decode("utf-8", "replace")))
-        out.flush()
+        # A closed or unwritable terminal must not stop the draining, or the child blocks on its pipe.
+        with contextlib.suppress(OSError, ValueError):
+            say(redact(raw.decode("utf-8", "replace")), out)
 
 
 def _relayed(process: subprocess.Popen[bytes]) -> list[threading.Thread]:
@@ -170,6 +188,7 @@ def main() -> int:
     env.setdefault("AWS_ACCESS_KEY_ID", "local")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the port the API really listens on
+    env["PYTHONUNBUFFERED"] = "1"  # its output goes through a pipe to _relay: line by line, not at exit
 
     import logging
 
@@ -177,6 +196,7 @@ def main() -> int:
     server = embedded_store(args.db_port)
     server.start()
     chalice: subprocess.Popen[bytes] | None = None
+    relays: list[threading.Thread] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -188,7 +208,7 @@ def main() -> int:
         bootstrap.init_store()
         token, project_id = _seed()
         if args.store_only:
-            print(f"{READY} {store} token={token} project_id={project_id}", flush=True)
+            say(f"{READY} {store} token={token} project_id={project_id}")
             signal.pause()
             return 0
         chalice = subprocess.Popen(
@@ -208,11 +228,9 @@ def main() -> int:
         )
         relays = _relayed(chalice)
         _wait_for_port(args.port, chalice)
-        print(_banner(base, token, project_id, args.db_port), flush=True)
-        print(f"{READY} {base} token={token} project_id={project_id}", flush=True)
+        say(_banner(base, token, project_id, args.db_port))
+        say(f"{READY} {base} token={token} project_id={project_id}")
         chalice.wait()
-        for relay in relays:
-            relay.join(timeout=5)
         return chalice.returncode or 0
     except KeyboardInterrupt:
         return 0
@@ -223,6 +241,8 @@ def main() -> int:
                 chalice.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 chalice.kill()
+        for relay in relays:  # the child's last lines, before this process exits
+            relay.join(timeout=5)
         server.stop()
 
 

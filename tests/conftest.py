@@ -98,13 +98,19 @@ def record_issued_secrets() -> Iterator[None]:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    for section, text in report.sections:
-        SUITE_LOGS.append((f"{report.nodeid} {section}", text))
+    # Each report repeats the sections of the phases before it: teardown's holds them all.
+    if report.when == "teardown":
+        SUITE_LOGS.extend((f"{report.nodeid} {section}", text) for section, text in report.sections)
+
+
+# Whether this session runs tests against the local server (whose log the secrets scan then reads).
+SESSION: dict[str, bool] = {"local server": False}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``last`` judge what the rest of the session did."""
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    SESSION["local server"] = any("server" in getattr(item, "fixturenames", ()) for item in items)
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,8 @@ import gitlab.exceptions
 import pytest
 import requests
 
-from tests.conftest import SUITE_LOGS
+from chalicelib import config
+from tests.conftest import SUITE_LOGS, SUITE_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"errortracking: ready (?P<url>\S+) token=(?P<token>\S+) project_id=(?P<project_id>\d+)")
@@ -193,9 +194,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
         project_id=int(match["project_id"]),
         output=output,
     )
+    SUITE_SECRETS[running.token] = "access token"
     try:
         yield running
     finally:
+        if process.poll() is None:  # (a server that died is reported below)
+            _record_issued_keys(running)
         problem = _stop(process)
         reader.join(timeout=10)
         # Up to its ready line, `make run` shows the developer a token and how to call the API with
@@ -214,7 +218,7 @@ def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     command = Path(sys.executable).parent / "errortracking"  # the console script of this very environment
     if not command.exists():
         command = ROOT / ".venv" / "bin" / "errortracking"
-    return subprocess.run(
+    done = subprocess.run(
         [str(command), *args],
         cwd=ROOT,
         env=server.cli_env(),
@@ -223,6 +227,30 @@ def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+    for token in ISSUED_TOKEN.findall(done.stdout):
+        SUITE_SECRETS[token] = "access token"
+    return done
+
+
+# What the local server issues, recorded for the suite's secrets scan (it runs in another process).
+ISSUED_TOKEN = re.compile(r"glpat-[A-Za-z0-9_-]{32}")
+ISSUED_KEY = re.compile(r"glet_[0-9a-f]{32}")
+
+
+def _record_issued_keys(server: Server) -> None:
+    """Every client key in the server's store: the table holds them in the clear."""
+    import boto3
+
+    store = boto3.client(
+        "dynamodb",
+        endpoint_url=f"http://127.0.0.1:{server.db_port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    for page in store.get_paginator("scan").paginate(TableName=config.DEFAULT_TABLE):
+        for key in ISSUED_KEY.findall(repr(page["Items"])):
+            SUITE_SECRETS[key] = "client key"
 
 
 def cli_json(server: Server, *args: str) -> Any:

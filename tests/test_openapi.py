@@ -26,7 +26,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Api, Scene
+from tests.conftest import SUITE_SECRETS, Api, Scene
 from tests.test_e2e import Server, new_project, new_user_token, server
 
 __all__ = ["server"]  # the module-scoped fixture: one real local server for this module
@@ -43,6 +43,8 @@ MAX_EXAMPLES = 15
 # (the tests run offline) and are public addresses, so the service accepts them; the baseline's host is
 # never drawn, so a drawn connection always changes api_url (which is what the document's rule assumes).
 BASELINE_API_HOST = "https://1.0.0.1"
+BASELINE_SENTRY_TOKEN = "baseline-sentry-token"
+SUITE_SECRETS[BASELINE_SENTRY_TOKEN] = "sentry token"  # sent to the local server, for the secrets scan
 FUZZED_API_HOSTS = ["https://1.1.1.1", "http://8.8.8.8", "https://9.9.9.9:9443/sentry", "https://[2606:4700::1111]"]
 INGEST_GAP = 0.15  # seconds between ingestion requests: more than the service's QUIET_GAP
 CONNECTION_FIELDS = ("api_host", "organization_slug", "project_slug")
@@ -332,7 +334,7 @@ class Target:
             "api_host": BASELINE_API_HOST,
             "organization_slug": "baseline-org",
             "project_slug": "baseline-project",
-            "token": "baseline-sentry-token",
+            "token": BASELINE_SENTRY_TOKEN,
         }
         answer = self.call("PUT", "/settings", json=body)
         assert answer.status_code == 200, answer.text
