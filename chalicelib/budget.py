@@ -3,12 +3,13 @@
 Our Lambda is stopped after 10 s (``lambda_timeout`` in .chalice/config.json). botocore's and
 PynamoDB's defaults would wait far longer: 15 s to connect, 30 to 60 s for an answer, then seconds
 of backoff before each retry. A request stuck in them ends in a bare 504 from API Gateway, with no
-``Retry-After`` and a full timeout billed. So every attempt is bounded (CONNECT_TIMEOUT plus
-READ_TIMEOUT), no attempt starts once the request has spent BUDGET, and no backoff is slept that
-would end after it: the call raises DeadlineExceeded instead, which the authorizer middleware
-answers like any store outage (503 with ``Retry-After``). An attempt started just before the
-deadline may still run its course, so a request ends within BUDGET + CONNECT_TIMEOUT +
-READ_TIMEOUT, and a test holds that below the Lambda timeout of every stage.
+``Retry-After`` and a full timeout billed. So every attempt is bounded (CONNECT_TIMEOUT to connect,
+READ_TIMEOUT per socket read), no attempt starts once the request has spent BUDGET, and no backoff
+is slept that would end after it: the call raises DeadlineExceeded instead, which the authorizer
+middleware answers like any store outage (503 with ``Retry-After``). An attempt started just before
+the deadline may still run its course, so a request ends within BUDGET + CONNECT_TIMEOUT +
+READ_TIMEOUT, and a test holds that below the Lambda timeout of every stage. (botocore bounds
+neither the DNS lookup nor an answer that trickles in over many reads.)
 
 Outside a request (the admin CLI, bootstrap) there is no deadline; the timeouts and the number of
 attempts are the same.

@@ -103,14 +103,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         SUITE_LOGS.extend((f"{report.nodeid} {section}", text) for section, text in report.sections)
 
 
-# Whether this session runs tests against the local server (whose log the secrets scan then reads).
+# Whether this session started the local server (whose log the secrets scan then reads).
 SESSION: dict[str, bool] = {"local server": False}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``last`` judge what the rest of the session did."""
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
-    SESSION["local server"] = any("server" in getattr(item, "fixturenames", ()) for item in items)
 
 
 @pytest.fixture(autouse=True)

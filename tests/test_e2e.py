@@ -33,7 +33,7 @@ import pytest
 import requests
 
 from chalicelib import config
-from tests.conftest import SUITE_LOGS, SUITE_SECRETS
+from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"errortracking: ready (?P<url>\S+) token=(?P<token>\S+) project_id=(?P<project_id>\d+)")
@@ -194,13 +194,19 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
         project_id=int(match["project_id"]),
         output=output,
     )
+    SESSION["local server"] = True
     SUITE_SECRETS[running.token] = "access token"
+    send = requests.Session.send
+    requests.Session.send = _recording_issued_secrets(send)  # type: ignore[method-assign]
     try:
         yield running
     finally:
-        if process.poll() is None:  # (a server that died is reported below)
-            _record_issued_keys(running)
-        problem = _stop(process)
+        requests.Session.send = send  # type: ignore[method-assign]
+        try:
+            if process.poll() is None:  # (a server that died is reported below)
+                _record_issued_keys(running)
+        finally:
+            problem = _stop(process)
         reader.join(timeout=10)
         # Up to its ready line, `make run` shows the developer a token and how to call the API with
         # it, on purpose; every line after that is the server's log, for the suite's secrets scan.
@@ -227,8 +233,7 @@ def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-    for token in ISSUED_TOKEN.findall(done.stdout):
-        SUITE_SECRETS[token] = "access token"
+    _record_issued(done.stdout)
     return done
 
 
@@ -237,9 +242,30 @@ ISSUED_TOKEN = re.compile(r"glpat-[A-Za-z0-9_-]{32}")
 ISSUED_KEY = re.compile(r"glet_[0-9a-f]{32}")
 
 
+def _record_issued(text: str) -> None:
+    for token in ISSUED_TOKEN.findall(text):
+        SUITE_SECRETS[token] = "access token"
+    for key in ISSUED_KEY.findall(text):
+        SUITE_SECRETS[key] = "client key"
+
+
+def _recording_issued_secrets(send: Callable[..., requests.Response]) -> Callable[..., requests.Response]:
+    """``requests.Session.send`` (used by the tests, python-gitlab and schemathesis alike) that
+    records the tokens and keys in every answer, deleted ones included."""
+
+    def sending(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        response = send(session, request, **kwargs)
+        if not kwargs.get("stream"):
+            _record_issued(response.text)
+        return response
+
+    return sending
+
+
 def _record_issued_keys(server: Server) -> None:
-    """Every client key in the server's store: the table holds them in the clear."""
+    """Every client key left in the server's store (the table holds them in the clear)."""
     import boto3
+    from botocore.config import Config
 
     store = boto3.client(
         "dynamodb",
@@ -247,10 +273,10 @@ def _record_issued_keys(server: Server) -> None:
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",
+        config=Config(connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 1}),
     )
     for page in store.get_paginator("scan").paginate(TableName=config.DEFAULT_TABLE):
-        for key in ISSUED_KEY.findall(repr(page["Items"])):
-            SUITE_SECRETS[key] = "client key"
+        _record_issued(repr(page["Items"]))
 
 
 def cli_json(server: Server, *args: str) -> Any:

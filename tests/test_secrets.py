@@ -465,9 +465,10 @@ def _forms(secret: str) -> list[str]:
         if secret.startswith(prefix):
             forms.append(secret.removeprefix(prefix))
     data = secret.encode()
-    for shift in (1, 2):
-        whole = (len(data) - (3 - shift)) // 3 * 4  # characters of the groups after the shared first one
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        forms.append(encode(data).decode()[: len(data) // 3 * 4])  # at a group's start, more after it
+        for shift in (1, 2):
+            whole = (len(data) - (3 - shift)) // 3 * 4  # characters of the groups after the shared first
             forms.append(encode(b"\0" * shift + data).decode()[4 : 4 + whole])
     return [form for form in forms if len(form) >= PROBE]
 
@@ -509,6 +510,7 @@ def test_the_leak_finder_finds_secrets_in_every_form_and_only_them() -> None:
         ("base64 sentry", f"body {base64.b64encode(sentry.encode()).decode()}"),
         ("basic auth", f"Authorization: Basic {base64.b64encode(b'oauth2:' + token.encode()).decode()}"),
         ("shifted", f"{base64.urlsafe_b64encode(b'ab' + key.encode()).decode()}"),
+        ("aligned", base64.b64encode(b'{"k":"' + sentry.encode() + b'"}').decode()),
         ("unissued", "PRIVATE-TOKEN: glpat-" + "A1b2C3d4E5" * 2),
     ]
     assert [(where, kinds) for where, kinds, _ in leaks_in(logs, issued)] == [
@@ -517,6 +519,7 @@ def test_the_leak_finder_finds_secrets_in_every_form_and_only_them() -> None:
         ("base64 sentry", ["sentry token"]),
         ("basic auth", ["access token"]),
         ("shifted", ["client key"]),
+        ("aligned", ["sentry token"]),
         ("unissued", ["glpat-A1... shape"]),
     ]
 
