@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
@@ -53,46 +54,33 @@ def add_key_to(tw: TransactWrite, project: Project) -> ClientKey:
 
 def create_key(project: Project) -> ClientKey:
     """A new active key: one counter update and one transaction."""
-    for _ in range(_ATTEMPTS):
-        try:
-            with models.transaction() as tw:
-                key = add_key_to(tw, project)
-                tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
-            return key
-        except TransactWriteError as exc:
-            # A public key collision (2^-128) or a concurrent transaction: retry with new ids,
-            # then give up having written nothing.
-            if not models.lost_race(exc):
-                raise
-    raise errors.service_unavailable()
+
+    def write(_: ClientKey | None) -> ClientKey:
+        with models.transaction() as tw:
+            key = add_key_to(tw, project)
+            tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
+        return key
+
+    # A lost race here is a public key collision (2^-128) or a concurrent transaction: new ids.
+    return _write_until_won(None, write)
 
 
 def delete_key(project: Project, key: ClientKey | None) -> ClientKey:
     """Delete ``key`` (already read by the authorizer); a racing second delete gets 404."""
     if key is None:
         raise errors.client_key_not_found()
-    for _ in range(_ATTEMPTS):
-        try:
-            with models.transaction() as tw:
-                # Conditional on the key as read, so the active-key count moves by what was stored.
-                tw.delete(key, condition=ClientKey.active == bool(key.active))
-                tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
-                if key.active:
-                    tw.update(project, actions=[Project.active_keys.add(-1)])
-            return key
-        except TransactWriteError as exc:
-            if not models.lost_race(exc):
-                raise
-        key = _read_again(key)
-    raise errors.service_unavailable()
 
+    def write(key: ClientKey | None) -> ClientKey:
+        assert key is not None
+        with models.transaction() as tw:
+            # Conditional on the key as read, so the active-key count moves by what was stored.
+            tw.delete(key, condition=ClientKey.active == bool(key.active))
+            tw.delete(models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)))
+            if key.active:
+                tw.update(project, actions=[Project.active_keys.add(-1)])
+        return key
 
-def _read_again(key: ClientKey) -> ClientKey:
-    """The key as stored now, after a lost race: gone (a racing DELETE won: 404) or changed."""
-    found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
-    if not isinstance(found, ClientKey):
-        raise errors.client_key_not_found()
-    return found
+    return _write_until_won(key, write)
 
 
 def update_key(
@@ -107,7 +95,9 @@ def update_key(
     deactivated key stops ingestion at once. ``rate_limit`` (0, 0) removes the limit."""
     if key is None:
         raise errors.client_key_not_found()
-    for _ in range(_ATTEMPTS):
+
+    def write(key: ClientKey | None) -> ClientKey:
+        assert key is not None
         was_active = bool(key.active)
         now_active = was_active if active is None else active
         key_actions: list[Any] = [ClientKey.active.set(now_active)]
@@ -121,25 +111,43 @@ def update_key(
                     actions += [target.rate_limit_count.set(count), target.rate_limit_window.set(window)]
                 else:
                     actions += [target.rate_limit_count.remove(), target.rate_limit_window.remove()]
+        with models.transaction() as tw:
+            tw.update(key, actions=key_actions, condition=ClientKey.active == was_active)
+            tw.update(
+                models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)),
+                actions=claim_actions,
+                condition=PublicKeyClaim.pk.exists(),
+            )
+            if now_active != was_active:
+                tw.update(project, actions=[Project.active_keys.add(1 if now_active else -1)])
+        # What the transaction wrote, without reading it back.
+        key.active = now_active
+        if name is not None:
+            key.name = name or None
+        if rate_limit is not None:
+            key.rate_limit_count, key.rate_limit_window = rate_limit if rate_limit[0] else (None, None)
+        return key
+
+    return _write_until_won(key, write)
+
+
+def _write_until_won(key: ClientKey | None, write: Callable[[ClientKey | None], ClientKey]) -> ClientKey:
+    """``write(key)``, tried again after each race lost to a concurrent transaction, with ``key``
+    as stored by then; 503 having written nothing when the races go on."""
+    for _ in range(_ATTEMPTS):
         try:
-            with models.transaction() as tw:
-                tw.update(key, actions=key_actions, condition=ClientKey.active == was_active)
-                tw.update(
-                    models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key)),
-                    actions=claim_actions,
-                    condition=PublicKeyClaim.pk.exists(),
-                )
-                if now_active != was_active:
-                    tw.update(project, actions=[Project.active_keys.add(1 if now_active else -1)])
-            # What the transaction wrote, without reading it back.
-            key.active = now_active
-            if name is not None:
-                key.name = name or None
-            if rate_limit is not None:
-                key.rate_limit_count, key.rate_limit_window = rate_limit if rate_limit[0] else (None, None)
-            return key
+            return write(key)
         except TransactWriteError as exc:
             if not models.lost_race(exc):
                 raise
-        key = _read_again(key)
+        if key is not None:
+            key = _read_again(key)
     raise errors.service_unavailable()
+
+
+def _read_again(key: ClientKey) -> ClientKey:
+    """The key as stored now, after a lost race: gone (a racing DELETE won: 404) or changed."""
+    found = models.fetch([(key.pk, key.sk)]).get((key.pk, key.sk))
+    if not isinstance(found, ClientKey):
+        raise errors.client_key_not_found()
+    return found
