@@ -22,6 +22,17 @@ import pytest
 
 from chalicelib import accounts, config
 from tests.conftest import Api, Reply, Scene
+from tests.wire import (
+    BLOCKED,
+    EXPIRED,
+    FORBIDDEN,
+    INSUFFICIENT_SCOPE,
+    KEY_NOT_FOUND,
+    PROJECT_NOT_FOUND,
+    REVOKED,
+    SETTING_NOT_FOUND,
+    UNAUTHORIZED,
+)
 
 SETTINGS = "/api/v4/projects/{id}/error_tracking/settings"
 KEYS = "/api/v4/projects/{id}/error_tracking/client_keys"
@@ -39,25 +50,6 @@ PUBLIC_ROUTES = [
     ("GET", OPENAPI),
 ]
 
-UNAUTHORIZED = {"message": "401 Unauthorized"}
-EXPIRED = {
-    "error": "invalid_token",
-    "error_description": "Token is expired. You can either do re-authorization or token refresh.",
-}
-REVOKED = {
-    "error": "invalid_token",
-    "error_description": "Token was revoked. You have to re-authorize from the user.",
-}
-BLOCKED = {"message": "403 Forbidden - Your account has been blocked."}
-INSUFFICIENT_SCOPE = {
-    "error": "insufficient_scope",
-    "error_description": "The request requires higher privileges than provided by the access token.",
-    "scope": "api",
-}
-FORBIDDEN = {"message": "403 Forbidden"}
-PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
-SETTING_NOT_FOUND = {"message": "404 Error Tracking Setting Not Found"}
-KEY_NOT_FOUND = {"message": "404 Not found"}
 ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
 NO_SENTRY_KEY = {"message": "400 Bad request - no sentry_key in the X-Sentry-Auth header or the query string"}
 OTHER_PROJECTS_KEY = {"message": "403 Forbidden - the client key belongs to another project"}

@@ -16,22 +16,11 @@ import pytest
 from chalicelib import client_keys, config
 from chalicelib.models import ClientKey
 from tests.conftest import Api, Reply, Scene
+from tests.wire import CLIENT_KEY_FIELDS, KEY_NOT_FOUND, PUBLIC_KEY
 
 PUBLIC_URL = "http://errors.example.test"  # set by conftest
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
 KEY = KEYS + "/{}"
-ENTITY_KEYS = [
-    "id",
-    "active",
-    "public_key",
-    "sentry_dsn",
-    "name",
-    "created_at",
-    "rate_limit_count",
-    "rate_limit_window",
-]
-PUBLIC_KEY = re.compile(r"^glet_[0-9a-f]{32}$")
-KEY_NOT_FOUND = {"message": "404 Not found"}
 LINK = re.compile(r'<([^<>]*)>; rel="([a-z]+)"')
 
 
@@ -135,7 +124,7 @@ def test_created_key_entity_has_gitlab_keys_first_then_ours(ctx: Ctx) -> None:
     assert reply.status == 201, reply.body
     assert reply.headers["content-type"].startswith("application/json")
     key = reply.json
-    assert list(key) == ENTITY_KEYS
+    assert list(key) == CLIENT_KEY_FIELDS
     assert type(key["id"]) is int
     assert key["active"] is True
     assert PUBLIC_KEY.match(key["public_key"]), key["public_key"]
@@ -154,7 +143,7 @@ def test_listed_keys_have_the_same_entity_shape(ctx: Ctx) -> None:
     listed = ctx.listing().json
     assert listed == created
     for key in listed:
-        assert list(key) == ENTITY_KEYS
+        assert list(key) == CLIENT_KEY_FIELDS
 
 
 def test_public_keys_are_distinct_and_well_formed(ctx: Ctx) -> None:
@@ -225,7 +214,7 @@ def test_delete_returns_the_deleted_key_and_removes_it(ctx: Ctx) -> None:
     reply = ctx.api.delete(KEY.format(ctx.project_id, first["id"]))
     assert reply.status == 200, reply.body
     assert reply.json == first
-    assert list(reply.json) == ENTITY_KEYS
+    assert list(reply.json) == CLIENT_KEY_FIELDS
     assert ctx.listing().json == [second]
 
 

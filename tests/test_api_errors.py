@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import Api, Reply, Scene
+from tests.wire import CLIENT_KEY_FIELDS, FORBIDDEN, INSUFFICIENT_SCOPE, KEY_NOT_FOUND, PROJECT_NOT_FOUND
 
 PUBLIC_URL = "http://errors.example.test"  # set by conftest
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -49,26 +50,8 @@ LIST_KEYS = [
     "status",
     "frequency",
 ]
-KEY_ENTITY_KEYS = [
-    "id",
-    "active",
-    "public_key",
-    "sentry_dsn",
-    "name",
-    "created_at",
-    "rate_limit_count",
-    "rate_limit_window",
-]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 NEXT_LINK = re.compile(r'^<([^<>]+)>; rel="next"$')
-FORBIDDEN = {"message": "403 Forbidden"}
-PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
-KEY_NOT_FOUND = {"message": "404 Not found"}
-INSUFFICIENT_SCOPE = {
-    "error": "insufficient_scope",
-    "error_description": "The request requires higher privileges than provided by the access token.",
-    "scope": "api",
-}
 
 
 # Making errors
@@ -843,7 +826,7 @@ def test_patch_active_comes_back_in_the_entity_and_the_list(ctx: Ctx) -> None:
     reply = ctx.patch_key(form={"active": "false"})
     assert reply.status == 200, reply.body
     key = reply.json
-    assert list(key) == KEY_ENTITY_KEYS
+    assert list(key) == CLIENT_KEY_FIELDS
     assert (key["id"], key["active"], key["public_key"]) == (ctx.key_id, False, ctx.public_key)
     assert ctx.client_keys() == [key]
     reply = ctx.patch_key(form={"active": "true"})
@@ -882,7 +865,7 @@ def test_patch_everything_at_once_as_json(ctx: Ctx) -> None:
     reply = ctx.patch_key(json_body=body)
     assert reply.status == 200, reply.body
     key = reply.json
-    assert list(key) == KEY_ENTITY_KEYS
+    assert list(key) == CLIENT_KEY_FIELDS
     assert (key["active"], key["name"], key["rate_limit_count"], key["rate_limit_window"]) == (
         False,
         "batch jobs",

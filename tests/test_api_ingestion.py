@@ -33,6 +33,7 @@ from sentry_sdk.utils import Dsn
 
 from chalicelib import ingestion
 from tests.conftest import Api, Reply, Scene
+from tests.wire import PAYLOAD_TOO_LARGE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
@@ -42,7 +43,6 @@ ERROR = ERRORS + "/{}"
 INGEST = "/errortracking/api/v1/projects/api/{}/{}/"
 ENVELOPE_TYPE = "application/x-sentry-envelope"
 MB = 1024 * 1024
-PAYLOAD_TOO_LARGE = {"message": "413 Payload Too Large"}
 
 
 # Building what SDKs send

@@ -17,10 +17,10 @@ import pytest
 
 from chalicelib import config, crypto
 from tests.conftest import Api, Reply, Scene
+from tests.wire import SETTING_FIELDS, SETTING_NOT_FOUND
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
-ENTITY_KEYS = ["active", "project_name", "sentry_external_url", "api_url", "integrated"]
 
 # Spec section 4, verbatim.
 TRUE_STRINGS = ["1", "on", "On", "ON", "t", "true", "True", "TRUE", "T", "y", "yes", "Yes", "YES", "Y"]
@@ -29,7 +29,6 @@ FALSE_STRINGS = ["0", "off", "Off", "OFF", "f", "false", "False", "FALSE", "F", 
 PUBLIC_HOST = "https://8.8.8.8"  # a public IP literal: no DNS needed, and nothing is ever sent to it
 SENTRY_TOKEN = "sntrys_Secret-Sentry-Auth-Token-0123456789abcdef"
 API_URL = "https://8.8.8.8/api/0/projects/sentry-org/sentry-project/"
-NOT_FOUND_SETTING = {"message": "404 Error Tracking Setting Not Found"}
 GITLAB_EXAMPLE = {
     "active": True,
     "project_name": None,
@@ -156,13 +155,13 @@ def test_gitlab_example_put_creates_the_setting(api: Api, project_id: int) -> No
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"].startswith("application/json")
     assert reply.json == GITLAB_EXAMPLE
-    assert list(reply.json) == ENTITY_KEYS
+    assert list(reply.json) == SETTING_FIELDS
 
 
 def test_get_before_any_put_is_404(api: Api, project_id: int) -> None:
     reply = api.get(path(project_id))
     assert reply.status == 404
-    assert reply.json == NOT_FOUND_SETTING
+    assert reply.json == SETTING_NOT_FOUND
 
 
 def test_get_returns_the_stored_entity_with_keys_in_order(api: Api, project_id: int) -> None:
@@ -170,17 +169,17 @@ def test_get_returns_the_stored_entity_with_keys_in_order(api: Api, project_id: 
     reply = api.get(path(project_id))
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"].startswith("application/json")
-    assert list(reply.json) == ENTITY_KEYS
+    assert list(reply.json) == SETTING_FIELDS
     assert reply.json == GITLAB_EXAMPLE
 
 
 def test_key_order_with_every_field_filled(api: Api, project_id: int) -> None:
     reply = connect_sentry(api, project_id)
-    assert list(reply.json) == ENTITY_KEYS
-    assert list(api.get(path(project_id)).json) == ENTITY_KEYS
+    assert list(reply.json) == SETTING_FIELDS
+    assert list(api.get(path(project_id)).json) == SETTING_FIELDS
     patched = api.patch(path(project_id), form={"active": "false"})
     assert patched.status == 200, patched.body
-    assert list(patched.json) == ENTITY_KEYS
+    assert list(patched.json) == SETTING_FIELDS
 
 
 def test_disabled_setting_is_still_200(api: Api, project_id: int) -> None:
@@ -218,8 +217,8 @@ def test_patch_without_a_setting_is_404_and_creates_nothing(api: Api, project_id
     for form in ({"active": "true", "integrated": "true"}, {"active": "false"}):
         reply = api.patch(path(project_id), form=form)
         assert reply.status == 404, (form, reply.body)
-        assert reply.json == NOT_FOUND_SETTING
-    assert api.get(path(project_id)).json == NOT_FOUND_SETTING
+        assert reply.json == SETTING_NOT_FOUND
+    assert api.get(path(project_id)).json == SETTING_NOT_FOUND
     assert raw_setting(project_id) is None
     assert keys_of(api, project_id) == []
 
@@ -447,7 +446,7 @@ def test_switch_off_put_is_404_after_validation(api: Api, project_id: int, monke
         assert reply.status == 404, (form, reply.body)
         assert reply.json == {"message": "404 Not Found"}
     assert raw_setting(project_id) is None
-    assert api.get(path(project_id)).json == NOT_FOUND_SETTING
+    assert api.get(path(project_id)).json == SETTING_NOT_FOUND
     assert keys_of(api, project_id) == []
 
 
@@ -472,7 +471,7 @@ def test_switch_off_integrated_reads_false_whatever_is_stored(
     got = api.get(path(project_id))
     assert got.status == 200
     assert got.json == {**GITLAB_EXAMPLE, "integrated": False}
-    assert list(got.json) == ENTITY_KEYS
+    assert list(got.json) == SETTING_FIELDS
     for form in ({"active": "true"}, {"active": "true", "integrated": "true"}, {"active": "false"}):
         patched = api.patch(path(project_id), form=form)
         assert patched.status == 200, (form, patched.body)
@@ -574,7 +573,7 @@ def test_sentry_backed_setting_in_one_put(api: Api, project_id: int) -> None:
     reply = api.put(path(project_id), form={"active": "true", "integrated": "false", **sentry_fields()})
     assert reply.status == 200, reply.body
     assert reply.json == SENTRY_ENTITY
-    assert list(reply.json) == ENTITY_KEYS
+    assert list(reply.json) == SETTING_FIELDS
     assert api.get(path(project_id)).json == SENTRY_ENTITY
     assert stored_token(project_id) == SENTRY_TOKEN
 
@@ -633,7 +632,7 @@ def test_organization_name_is_accepted_but_not_shown(api: Api, project_id: int) 
     form = {"active": "false", "integrated": "false", "organization_name": "Acme Inc", **sentry_fields()}
     reply = api.put(path(project_id), form=form)
     assert reply.status == 200, reply.body
-    assert list(reply.json) == ENTITY_KEYS
+    assert list(reply.json) == SETTING_FIELDS
     assert "Acme Inc" not in reply.body.decode()
 
 
@@ -739,7 +738,7 @@ def test_active_not_integrated_without_connection_stores_nothing(api: Api, proje
         assert_error(reply, 400, "message")
         assert SENTRY_TOKEN.encode() not in reply.body
     assert raw_setting(project_id) is None
-    assert api.get(path(project_id)).json == NOT_FOUND_SETTING
+    assert api.get(path(project_id)).json == SETTING_NOT_FOUND
     assert keys_of(api, project_id) == []
 
 

@@ -34,28 +34,25 @@ import requests
 
 from chalicelib import config
 from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS
+from tests.wire import (
+    BLOCKED,
+    FORBIDDEN,
+    INSUFFICIENT_SCOPE,
+    KEY_NOT_FOUND,
+    PROJECT_NOT_FOUND,
+    PUBLIC_KEY,
+    REVOKED,
+    SETTING_FIELDS,
+    SETTING_NOT_FOUND,
+    UNAUTHORIZED,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"errortracking: ready (?P<url>\S+) token=(?P<token>\S+) project_id=(?P<project_id>\d+)")
 READY_TIMEOUT = 90.0
 HTTP_TIMEOUT = 30.0
 
-SETTING_KEYS = ["active", "project_name", "sentry_external_url", "api_url", "integrated"]
 GITLAB_KEY_FIELDS = ["id", "active", "public_key", "sentry_dsn"]
-PUBLIC_KEY = re.compile(r"^glet_[0-9a-f]{32}$")
-
-UNAUTHORIZED = {"message": "401 Unauthorized"}
-REVOKED = {"error": "invalid_token", "error_description": "Token was revoked. You have to re-authorize from the user."}
-BLOCKED = {"message": "403 Forbidden - Your account has been blocked."}
-FORBIDDEN = {"message": "403 Forbidden"}
-INSUFFICIENT_SCOPE = {
-    "error": "insufficient_scope",
-    "error_description": "The request requires higher privileges than provided by the access token.",
-    "scope": "api",
-}
-PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
-SETTING_NOT_FOUND = {"message": "404 Error Tracking Setting Not Found"}
-KEY_NOT_FOUND = {"message": "404 Not found"}
 
 
 # The server
@@ -421,7 +418,7 @@ def test_python_gitlab_settings_on_the_demo_project(server: Server) -> None:
     expected = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}
     assert created == expected
     assert isinstance(created, dict)
-    assert list(created) == SETTING_KEYS
+    assert list(created) == SETTING_FIELDS
     assert gl.http_get("/projects/demo%2Ferrors/error_tracking/settings") == expected
     assert gl.http_get("/projects/Demo%2FErrors/error_tracking/settings") == expected  # paths are case-insensitive
 
@@ -545,7 +542,7 @@ def test_settings_put_json_patch_form_and_key_delete(server: Server) -> None:
     put = call(server, "PUT", settings_path(project.id), token, json={"active": True, "integrated": True})
     entity = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}
     assert expect(put, 200, entity)
-    assert list(put.json()) == SETTING_KEYS
+    assert list(put.json()) == SETTING_FIELDS
 
     patched = call(server, "PATCH", settings_path(project.id), token, data={"active": "false"})
     expect(patched, 200, {**entity, "active": False})

@@ -38,13 +38,13 @@ from moto.core.models import botocore_stubber
 
 from chalicelib import budget, client_keys, config, crypto, errors, ingestion, models
 from tests.conftest import Api, Reply, Scene
+from tests.wire import UNAVAILABLE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
 KEY = KEYS + "/{}"
 ERRORS = "/api/v4/projects/{}/error_tracking/errors"
 INGEST = "/errortracking/api/v1/projects/api/{}/envelope/"
-UNAVAILABLE = {"message": "503 Service Unavailable"}
 
 # The faults, as DynamoDB (or the network in front of it) produces them.
 THROTTLED = "throttled"  # HTTP 400 ProvisionedThroughputExceededException

@@ -28,6 +28,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer
 from chalicelib import accounts, config, ingestion, models
 from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene
 from tests.test_faults import INTERNAL, Fault, store_faults
+from tests.wire import PAYLOAD_TOO_LARGE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
@@ -36,7 +37,6 @@ ERRORS = "/api/v4/projects/{}/error_tracking/errors"
 INGEST = "/errortracking/api/v1/projects/api/{}/envelope/"
 URLSAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 MB = 1024 * 1024
-TOO_LARGE = {"message": "413 Payload Too Large"}
 
 
 def raw_items() -> list[dict[str, Any]]:
@@ -444,7 +444,7 @@ def test_a_body_over_1_mb_is_413_and_nothing_is_stored(
         headers["Content-Length"] = str(len(body))
     before = raw_items()
     reply = ctx.api.call(method, paths[route], token=ctx.token, headers=headers, body=body)
-    assert (reply.status, reply.json) == (413, TOO_LARGE), reply.body[:300]
+    assert (reply.status, reply.json) == (413, PAYLOAD_TOO_LARGE), reply.body[:300]
     assert raw_items() == before
 
 
