@@ -70,9 +70,7 @@ class Access:
     """What the middleware established about the request, for the view."""
 
     user: User
-    token: AccessToken
     project: Project | None = None
-    access_level: int = 0
     setting: ErrorTrackingSetting | None = None
     client_key: ClientKey | None = None
     error: TrackedError | None = None
@@ -216,7 +214,7 @@ def _check_user(user: Entity | None) -> User:
     return user
 
 
-def _role(user: User, project: Project, membership: Entity | None) -> int:
+def _role(user: User, membership: Entity | None) -> int:
     if user.admin:
         return OWNER
     return int(membership.access_level) if isinstance(membership, Membership) else 0
@@ -259,19 +257,19 @@ def authorize(request: Request, requirement: Requirement) -> Access:
     loaded = models.fetch(second)
     user = _check_user(loaded.get(user_key))
     telemetry.set_user(int(user.user_id))
-    access = Access(user=user, token=token)
+    access = Access(user=user)
     if requirement.role is None:
         return access
 
     project = loaded.get(Project.key(project_ref)) if isinstance(project_ref, int) else None
     if not isinstance(project, Project):
         raise errors.not_found("Project")
-    level = _role(user, project, loaded.get(Membership.key(int(project.project_id), int(user.user_id))))
+    level = _role(user, loaded.get(Membership.key(int(project.project_id), int(user.user_id))))
     if level == 0 and project.visibility == "private":
         raise errors.not_found("Project")
     if level < requirement.role:
         raise errors.forbidden()
-    access.project, access.access_level = project, level
+    access.project = project
     for item in loaded.values():
         if isinstance(item, ErrorTrackingSetting):
             access.setting = item

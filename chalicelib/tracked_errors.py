@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
@@ -119,12 +118,6 @@ def _error_actions(
     return actions, t.status == error.status
 
 
-@dataclass(frozen=True)
-class Recorded:
-    stored: bool  # the event itself was kept (always for a quiet error)
-    duplicate: bool  # an event with this id and time was stored before: nothing was counted
-
-
 def record(
     project_id: int,
     event: Event,
@@ -132,7 +125,7 @@ def record(
     shard_key: Key,
     shard: ErrorShard | None,
     received_at: dt.datetime,
-) -> Recorded:
+) -> None:
     """Count ``event`` and store it when its shard is due; see the module docstring."""
     for _ in range(_ATTEMPTS):
         if not _due(shard, error, received_at):
@@ -181,11 +174,11 @@ def record(
                     ],
                     condition=shard_condition,
                 )
-            return Recorded(stored=True, duplicate=False)
+            return
         except TransactWriteError as exc:
             reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
             if "ConditionalCheckFailed" in reasons[:2]:  # the event id, or the event itself
-                return Recorded(stored=False, duplicate=True)
+                return  # an event with this id and time was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
         # Another event rolled this error or shard up meanwhile: read both again.
@@ -195,7 +188,6 @@ def record(
         shard = fresh_shard if isinstance(fresh_shard, ErrorShard) else None
     # Busy: count it on the shard; the next roll-up carries it into the error.
     models.build(ErrorShard, shard_key).update(actions=[ErrorShard.pending.add(1), models.kind_of(ErrorShard)])
-    return Recorded(stored=False, duplicate=False)
 
 
 # Reading
