@@ -127,24 +127,12 @@ def record(
     received_at: dt.datetime,
 ) -> None:
     """Count ``event`` and store it when its shard is due; see the module docstring."""
+    stored_event: StoredEvent | None = None  # built (and compressed) once, when first due
     for _ in range(_ATTEMPTS):
         if not _due(shard, error, received_at):
             break
-        stamp = iso(event.timestamp)
-        stored_event: StoredEvent = models.build(
-            StoredEvent,
-            StoredEvent.key(project_id, event.error_id, stamp, event.event_id),
-            project_id=project_id,
-            error_id=event.error_id,
-            event_id=event.event_id,
-            timestamp=stamp,
-            received_at=iso(received_at),
-            level=event.level,
-            environment=event.environment,
-            release=event.release,
-            title=event.title,
-        )
-        stored_event.payload, stored_event.trimmed = fit_for_storage(event.payload, event.raw)
+        if stored_event is None:
+            stored_event = _stored_event(project_id, event, received_at)
         pending = int(shard.pending or 0) if shard else 0
         target = (
             error if error is not None else models.build(TrackedError, TrackedError.key(project_id, event.error_id))
@@ -157,10 +145,10 @@ def record(
             if shard is not None and shard.rolled_at
             else ErrorShard.rolled_at.does_not_exist()
         )
+        claim = models.build(
+            EventIdClaim, EventIdClaim.key(project_id, event.event_id), expires=received_at + EVENT_ID_MEMORY
+        )
         try:
-            claim = models.build(
-                EventIdClaim, EventIdClaim.key(project_id, event.event_id), expires=received_at + EVENT_ID_MEMORY
-            )
             with models.transaction() as tw:
                 tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
                 tw.save(stored_event, condition=StoredEvent.pk.does_not_exist())
@@ -188,6 +176,25 @@ def record(
         shard = fresh_shard if isinstance(fresh_shard, ErrorShard) else None
     # Busy: count it on the shard; the next roll-up carries it into the error.
     models.build(ErrorShard, shard_key).update(actions=[ErrorShard.pending.add(1), models.kind_of(ErrorShard)])
+
+
+def _stored_event(project_id: int, event: Event, received_at: dt.datetime) -> StoredEvent:
+    stamp = iso(event.timestamp)
+    stored: StoredEvent = models.build(
+        StoredEvent,
+        StoredEvent.key(project_id, event.error_id, stamp, event.event_id),
+        project_id=project_id,
+        error_id=event.error_id,
+        event_id=event.event_id,
+        timestamp=stamp,
+        received_at=iso(received_at),
+        level=event.level,
+        environment=event.environment,
+        release=event.release,
+        title=event.title,
+    )
+    stored.payload, stored.trimmed = fit_for_storage(event.payload, event.raw)
+    return stored
 
 
 # Reading
