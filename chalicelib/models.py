@@ -409,10 +409,15 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
-def _reasons(exc: Exception) -> list[str]:
+def cancellation_codes(exc: Exception) -> list[str | None]:
+    """Why each item of a cancelled transaction failed, in the transaction's order (None: it did not)."""
     if getattr(exc, "cause_response_code", None) != "TransactionCanceledException":
         return []
-    return [r.code for r in (getattr(exc, "cancellation_reasons", None) or []) if r is not None]
+    return [r.code if r is not None else None for r in (getattr(exc, "cancellation_reasons", None) or [])]
+
+
+def _reasons(exc: Exception) -> list[str]:
+    return [code for code in cancellation_codes(exc) if code is not None]
 
 
 def condition_failed(exc: Exception) -> bool:

@@ -164,8 +164,7 @@ def record(
                 )
             return
         except TransactWriteError as exc:
-            reasons = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-            if "ConditionalCheckFailed" in reasons[:2]:  # the event id, or the event itself
+            if "ConditionalCheckFailed" in models.cancellation_codes(exc)[:2]:  # the claim or the event
                 return  # an event with this id and time was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
