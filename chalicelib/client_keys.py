@@ -33,8 +33,9 @@ def list_keys(project_id: int) -> list[ClientKey]:
     return list(ClientKey.query(pk, ClientKey.sk.startswith(CLIENT_KEY_PREFIX), consistent_read=True))
 
 
-def add_key_to(tw: TransactWrite, project: Project) -> ClientKey:
-    """Stage a new active key for ``project`` in the transaction ``tw``; returns it."""
+def add_key_to(tw: TransactWrite, project: Project, *, project_condition: Any) -> ClientKey:
+    """Stage a new active key for ``project`` in the transaction ``tw``, and one more active key on
+    the project, written only if ``project_condition`` holds; returns the key."""
     project_id = int(project.project_id)
     key_id = models.next_id("client_key")
     key: ClientKey = models.build(
@@ -49,6 +50,7 @@ def add_key_to(tw: TransactWrite, project: Project) -> ClientKey:
     claim = models.build(PublicKeyClaim, PublicKeyClaim.key(key.public_key), project_id=project_id, key_id=key_id)
     tw.save(key, condition=ClientKey.pk.does_not_exist())
     tw.save(claim, condition=PublicKeyClaim.pk.does_not_exist())
+    tw.update(project, actions=[Project.active_keys.add(1)], condition=project_condition)
     return key
 
 
@@ -57,8 +59,7 @@ def create_key(project: Project) -> ClientKey:
 
     def write(_: ClientKey | None) -> ClientKey:
         with models.transaction() as tw:
-            key = add_key_to(tw, project)
-            tw.update(project, actions=[Project.active_keys.add(1)], condition=Project.pk.exists())
+            key = add_key_to(tw, project, project_condition=Project.pk.exists())
         return key
 
     # A lost race here is a public key collision (2^-128) or a concurrent transaction: new ids.

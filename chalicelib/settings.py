@@ -142,12 +142,9 @@ def save(
             if needs_key:
                 with models.transaction() as tw:
                     tw.save(current)
-                    client_keys.add_key_to(tw, project)
-                    tw.update(
-                        project,
-                        actions=[Project.active_keys.add(1)],
-                        condition=(Project.active_keys == 0) | Project.active_keys.does_not_exist(),
-                    )
+                    # Only while the project still has no active key: a racing save adds none twice.
+                    no_active_key = (Project.active_keys == 0) | Project.active_keys.does_not_exist()
+                    client_keys.add_key_to(tw, project, project_condition=no_active_key)
             else:
                 current.save()
             return current
