@@ -59,7 +59,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _setting_response(setting: ErrorTrackingSetting) -> Response:
-    return _json(entities.setting(setting, get_config().integrated_enabled))
+    return _json(entities.setting(setting))
 
 
 def _current_error() -> TrackedError:

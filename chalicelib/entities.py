@@ -20,7 +20,7 @@ from chalicelib.models import (
 from chalicelib.urls import split_base
 
 
-def setting(item: ErrorTrackingSetting, integrated_enabled: bool) -> dict[str, Any]:
+def setting(item: ErrorTrackingSetting) -> dict[str, Any]:
     """GitLab's ErrorTracking::ProjectSetting; the Sentry token is never part of it."""
     slug = sentry.project_slug(item.api_url)
     return {
@@ -28,7 +28,7 @@ def setting(item: ErrorTrackingSetting, integrated_enabled: bool) -> dict[str, A
         "project_name": item.project_name or (sentry.titleize(slug) if slug else None),
         "sentry_external_url": sentry.external_url(item.api_url),
         "api_url": item.api_url,
-        "integrated": bool(item.integrated) and integrated_enabled,
+        "integrated": item.integrated_in_effect,
     }
 
 

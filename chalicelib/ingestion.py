@@ -18,7 +18,6 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib import errors, events, models, tracked_errors
 from chalicelib.authorizer import parse_id
-from chalicelib.config import get_config
 from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
 from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
 
@@ -72,7 +71,7 @@ def _gate(claim: Any, setting: Any, project_id: int) -> PublicKeyClaim:
         raise errors.ingest_forbidden("error tracking is not set up for this project")
     if not setting.enabled:
         raise errors.ingest_forbidden("error tracking is disabled for this project")
-    if not (setting.integrated and get_config().integrated_enabled):
+    if not setting.integrated_in_effect:
         raise errors.ingest_forbidden("integrated error tracking is not enabled for this project")
     return claim
 

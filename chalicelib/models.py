@@ -186,6 +186,11 @@ class ErrorTrackingSetting(Entity, discriminator="setting"):
     def key(project_id: int) -> Key:
         return f"project#{project_id}", "setting"
 
+    @property
+    def integrated_in_effect(self) -> bool:
+        """Integrated error tracking applies: the setting asks for it and the deployment allows it."""
+        return bool(self.integrated) and config.get_config().integrated_enabled
+
 
 CLIENT_KEY_PREFIX = "clientkey#"
 

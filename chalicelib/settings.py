@@ -16,7 +16,6 @@ from typing import Any
 from pynamodb.exceptions import PutError, TransactWriteError
 
 from chalicelib import client_keys, crypto, errors, models, sentry
-from chalicelib.config import get_config
 from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
@@ -133,11 +132,10 @@ def save(
         _TOKEN_STANDIN if change.token else None,
     )
     encrypted = crypto.encrypt_token(project_id, change.token) if change.token else None
-    integrated_enabled = get_config().integrated_enabled
     for attempt in range(_ATTEMPTS):
         current = _new_setting(project_id) if setting is None else setting
         _apply(current, change, encrypted)
-        needs_key = integrated_enabled and current.enabled and current.integrated and int(project.active_keys or 0) == 0
+        needs_key = current.enabled and current.integrated_in_effect and int(project.active_keys or 0) == 0
         try:
             if needs_key:
                 with models.transaction() as tw:
