@@ -8,6 +8,7 @@ from typing import Any
 from chalicelib import sentry
 from chalicelib.events import frames_of, load_stored
 from chalicelib.models import (
+    HOUR,
     AccessToken,
     ClientKey,
     ErrorTrackingSetting,
@@ -54,9 +55,9 @@ def client_key(item: ClientKey, base_url: str) -> dict[str, Any]:
 
 def _frequency(hours: dict[str, Any] | None, now: dt.datetime) -> list[list[int]]:
     """Events per hour over the last 24 hours, oldest first: Sentry's ``stats["24h"]``."""
-    current = int(now.timestamp()) // 3600 * 3600
+    current = TrackedError.hour_of(now)
     counts = {int(h): int(n) for h, n in (hours or {}).items()}
-    return [[hour, counts.get(hour, 0)] for hour in range(current - 23 * 3600, current + 3600, 3600)]
+    return [[hour, counts.get(hour, 0)] for hour in range(current - 23 * HOUR, current + HOUR, HOUR)]
 
 
 def tracked_error(item: TrackedError, project: Project, base_url: str, pending: int = 0) -> dict[str, Any]:

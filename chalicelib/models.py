@@ -22,6 +22,7 @@ no request path reads it.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pynamodb.attributes import (
@@ -289,6 +290,14 @@ class TrackedError(Entity, discriminator="error"):
     @staticmethod
     def key(project_id: int, error_id: int) -> Key:
         return f"error#{project_id}#{error_id}", "error"
+
+    @staticmethod
+    def hour_of(moment: dt.datetime) -> int:
+        """The key of ``moment``'s bucket in ``hours``: the epoch second its hour starts at."""
+        return int(moment.timestamp()) // HOUR * HOUR
+
+
+HOUR = 3600
 
 
 ERROR_SHARDS = 8

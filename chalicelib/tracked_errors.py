@@ -25,7 +25,7 @@ from pynamodb.exceptions import TransactWriteError
 
 from chalicelib import errors, models
 from chalicelib.events import Event, fit_for_storage
-from chalicelib.models import ERROR_SHARDS, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
+from chalicelib.models import ERROR_SHARDS, HOUR, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
 
 STATUSES = ("unresolved", "resolved", "ignored")
 SORTS = {"last_seen": "by_last_seen", "first_seen": "by_first_seen", "frequency": "by_count"}
@@ -46,10 +46,6 @@ def iso(moment: dt.datetime) -> str:
 
 def listing(project_id: int, status: str) -> str:
     return f"{project_id}#{status}"
-
-
-def _hour(moment: dt.datetime) -> int:
-    return int(moment.timestamp()) // 3600 * 3600
 
 
 def keys_to_read(project_id: int, event: Event) -> tuple[Key, Key]:
@@ -100,12 +96,12 @@ def _error_actions(
         t.tokens.set(max(0.0, _tokens(error, now) - 1)),
         t.refilled_at.set(stamp),
     ]
-    hour = str(_hour(now))
+    hour = str(TrackedError.hour_of(now))
     if error is None or error.hours is None:
         actions.append(t.hours.set({hour: count}))
     else:
         actions.append(t.hours[hour].set((t.hours[hour] | 0) + count))
-        oldest = _hour(now) - 24 * 3600
+        oldest = TrackedError.hour_of(now) - 24 * HOUR
         actions += [t.hours[h].remove() for h in error.hours.attribute_values if int(h) < oldest]
     seen = (error.users or set()) if error is not None else set()
     if event.user and event.user not in seen and len(seen) < USER_CAP:
