@@ -16,7 +16,7 @@ from chalicelib.authorizer import Preload, current, current_project, public, req
 from chalicelib.config import get_config
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
-from chalicelib.params import CONTENT_TYPES, Params, request_params
+from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params
 from chalicelib.urls import public_base_url, request_path
 
 app = Chalice(app_name="errortracking")
@@ -216,10 +216,9 @@ def update_error(id: str, error_id: str) -> Response:
 def _ingest(project_id: str, *, legacy_store: bool) -> Response:
     request = _request()
     query: dict[str, str] = dict(request.query_params or {})
-    raw = request.raw_body
     body = ingestion.ingest(
         project_id,
-        raw.encode("utf-8") if isinstance(raw, str) else (raw or b""),
+        raw_body(request),
         auth_header=request.headers.get("x-sentry-auth"),
         query_key=query.get("sentry_key"),
         content_encoding=request.headers.get("content-encoding"),

@@ -40,7 +40,7 @@ from chalicelib.models import (
     TrackedError,
     User,
 )
-from chalicelib.params import MAX_BODY_BYTES
+from chalicelib.params import MAX_BODY_BYTES, raw_body
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def check_body_size(request: Request) -> None:
     """Refuse bodies over 1 MiB on every route: by the declared length when there is one, else by
     the body itself (Lambda holds it whole already), whether or not the route reads it."""
     declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isascii() and declared.isdigit() else len(request.raw_body or b"")
+    size = int(declared) if declared.isascii() and declared.isdigit() else len(raw_body(request))
     if size > MAX_BODY_BYTES:
         raise errors.payload_too_large()
 

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-MAX_COMPRESSED = 1024 * 1024
+from chalicelib.params import MAX_BODY_BYTES
+
+MAX_COMPRESSED = MAX_BODY_BYTES
 MAX_INFLATED = 20 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 _CHUNK = 64 * 1024

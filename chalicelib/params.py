@@ -21,13 +21,14 @@ JSON = "application/json"
 # What every API route accepts; Chalice answers 415 to anything else.
 CONTENT_TYPES = [JSON, FORM, MULTIPART]
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # any request's body, API or Sentry
 
 # Never treated as a parameter: it is a credential.
 _CREDENTIALS = frozenset({"private_token"})
 
 
-def _raw_body(request: Request) -> bytes:
+def raw_body(request: Request) -> bytes:
+    """The request's body as bytes, empty when there is none (Chalice types it str | bytes)."""
     raw = request.raw_body
     return raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
 
@@ -53,7 +54,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
 
 def body_params(request: Request) -> dict[str, Any]:
     """The body's parameters, by its content type; a body we cannot read is a 400 that says why."""
-    body = _raw_body(request)
+    body = raw_body(request)
     if len(body) > MAX_BODY_BYTES:  # sent without a Content-Length, so only known once read
         raise errors.payload_too_large()
     content_type = request.headers.get("content-type", JSON)
