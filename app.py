@@ -17,7 +17,7 @@ from chalicelib.config import get_config
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
 from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params
-from chalicelib.urls import public_base_url, request_path
+from chalicelib.urls import public_base_url, request_url
 
 app = Chalice(app_name="errortracking")
 # Sentry SDKs post compressed envelopes: API Gateway must hand them over as bytes, untouched.
@@ -106,9 +106,7 @@ def list_client_keys(id: str) -> Response:
     request = _request()
     base = public_base_url(request)
     page, headers = paginate(
-        client_keys.list_keys(int(current_project().project_id)),
-        request_params(request),
-        base + request_path(request),
+        client_keys.list_keys(int(current_project().project_id)), request_params(request), request_url(request)
     )
     return _json([entities.client_key(key, base) for key in page], headers=headers)
 
@@ -173,7 +171,7 @@ def list_errors(id: str) -> Response:
     base = public_base_url(request)
     return _json(
         [entities.tracked_error(item, project, base) for item in items],
-        headers=cursor_headers(base + request_path(request), raw, next_cursor),
+        headers=cursor_headers(request_url(request), raw, next_cursor),
     )
 
 
@@ -199,7 +197,7 @@ def list_error_events(id: str, error_id: str) -> Response:
     )
     return _json(
         [entities.error_event(item) for item in items],
-        headers=cursor_headers(public_base_url(request) + request_path(request), raw, next_cursor),
+        headers=cursor_headers(request_url(request), raw, next_cursor),
     )
 
 

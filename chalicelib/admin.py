@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chalicelib import accounts, bootstrap, entities
+from chalicelib.models import VISIBILITIES
 
 
 def _scopes(text: str) -> list[str]:
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command(project, "create", _project_create, "create a project")
     sub.add_argument("full_path", help="NAMESPACE/PROJECT")
     sub.add_argument("--name")
-    sub.add_argument("--visibility", default="private", choices=["private", "internal", "public"])
+    sub.add_argument("--visibility", default="private", choices=VISIBILITIES)
     command(project, "list", lambda a: [entities.admin_project(p) for p in accounts.list_projects()], "list projects")
 
     member = groups.add_parser("member", help="project members").add_subparsers(dest="command", required=True)

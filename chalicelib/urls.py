@@ -40,3 +40,8 @@ def split_base(base_url: str) -> tuple[str, str, int | None, str]:
     if port == DEFAULT_PORTS.get(scheme):
         port = None
     return scheme, parts.hostname or "localhost", port, parts.path.rstrip("/")
+
+
+def request_url(request: Request) -> str:
+    """The URL the client called, as it sees it, without the query: what pagination links extend."""
+    return public_base_url(request) + request_path(request)
