@@ -28,7 +28,12 @@ from chalicelib.events import Event, fit_for_storage
 from chalicelib.models import ERROR_SHARDS, HOUR, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
 
 STATUSES = ("unresolved", "resolved", "ignored")
-SORTS = {"last_seen": "by_last_seen", "first_seen": "by_first_seen", "frequency": "by_count"}
+# Each sort of the list: the index that keeps errors in that order, and the attribute it sorts by.
+SORTS = {
+    "last_seen": ("by_last_seen", "last_seen"),
+    "first_seen": ("by_first_seen", "first_seen"),
+    "frequency": ("by_count", "events_count"),
+}
 ROLLUP_INTERVAL = dt.timedelta(seconds=1)
 # Roll-ups an error may take beyond one per shard per ROLLUP_INTERVAL: a token bucket of BURST,
 # refilled at REFILL_PER_SECOND. Bursts up to BURST events are stored and counted at once; a
@@ -236,10 +241,7 @@ def list_errors(
     project_id: int, *, status: str, sort: str, search: str | None, cursor: str | None, limit: int
 ) -> tuple[list[TrackedError], str | None]:
     """One page of a project's errors and the cursor of the next (None on the last page)."""
-    index_name = SORTS[sort]
-    sort_attribute = {"by_last_seen": "last_seen", "by_first_seen": "first_seen", "by_count": "events_count"}[
-        index_name
-    ]
+    index_name, sort_attribute = SORTS[sort]
     wanted = listing(project_id, status)
     start = None
     if cursor:
