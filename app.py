@@ -11,9 +11,10 @@ from typing import Any
 
 from chalice.app import Chalice, CORSConfig, Request, Response
 
-from chalicelib import authorizer, budget, client_keys, entities, errors, ingestion, settings, telemetry, tracked_errors
+from chalicelib import authorizer, budget, client_keys, entities, errors, settings, telemetry
 from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
+from chalicelib.ingest import ingestion, tracked_errors
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
 from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from chalicelib import sentry
-from chalicelib.events import frames_of, load_stored
+from chalicelib.ingest.events import frames_of, load_stored
 from chalicelib.models import (
     HOUR,
     AccessToken,

@@ -505,7 +505,8 @@ def measure_hot_error(events: int = 1000) -> dict[str, Any]:
     """1,000 events of one error within one (simulated) second, on the in-process store."""
     import moto
 
-    from chalicelib import accounts, bootstrap, ingestion, models, tracked_errors
+    from chalicelib import accounts, bootstrap, models
+    from chalicelib.ingest import ingestion, tracked_errors
 
     with moto.mock_aws():
         models.reset_connections()

@@ -32,6 +32,9 @@ from chalicelib import accounts, bootstrap, config, models  # noqa: E402
 
 models.reset_connections()
 
+# The project: where app.py and .chalice/ are.
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 # Every AWS call made while the app serves a request, for the whole session: the IAM policy test
 # (tests/test_package.py, run last) checks that the shipped policy allows each one.
@@ -124,7 +127,7 @@ def fresh_config() -> Iterator[None]:
 def store() -> Iterator[None]:
     # Cached botocore clients stay valid across tests: moto intercepts any client created after it
     # was imported, and each mock_aws() starts from an empty account.
-    from chalicelib import ingestion
+    from chalicelib.ingest import ingestion
 
     ingestion._blocked_until.clear()  # key ids restart at 1 in every store
     with moto.mock_aws():
@@ -231,7 +234,7 @@ def scene(store: None) -> Scene:
 def api(store: None) -> Iterator[Api]:
     from app import app
 
-    with Client(app, stage_name="dev", project_dir=os.path.dirname(os.path.dirname(__file__))) as client:
+    with Client(app, stage_name="dev", project_dir=PROJECT_DIR) as client:
         yield Api(client)
 
 

@@ -36,7 +36,8 @@ from botocore.compat import HTTPHeaders
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from moto.core.models import botocore_stubber
 
-from chalicelib import budget, client_keys, config, crypto, errors, ingestion, models
+from chalicelib import budget, client_keys, config, crypto, errors, models
+from chalicelib.ingest import ingestion
 from tests.conftest import Api, Reply, Scene
 from tests.wire import UNAVAILABLE
 

@@ -24,10 +24,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import errors, events, ingestion
+from chalicelib import errors
 from chalicelib.authorizer import parse_key_id, parse_project_id
 from chalicelib.config import parse_bool
-from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope
+from chalicelib.ingest import events, ingestion
+from chalicelib.ingest.envelopes import EnvelopeError, decode_body, parse_envelope
 from chalicelib.pagination import page_params, page_size
 from tests.conftest import Api, Reply, Scene
 

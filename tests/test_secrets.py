@@ -25,7 +25,8 @@ import boto3
 import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
-from chalicelib import accounts, config, ingestion, models
+from chalicelib import accounts, config, models
+from chalicelib.ingest import ingestion
 from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene
 from tests.test_faults import INTERNAL, Fault, store_faults
 from tests.wire import PAYLOAD_TOO_LARGE

@@ -24,7 +24,7 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib import errors, models
-from chalicelib.events import Event, fit_for_storage
+from chalicelib.ingest.events import Event, fit_for_storage
 from chalicelib.models import ERROR_SHARDS, HOUR, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
 
 STATUSES = ("unresolved", "resolved", "ignored")

@@ -16,9 +16,10 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import errors, events, models, tracked_errors
+from chalicelib import errors, models
 from chalicelib.authorizer import parse_id
-from chalicelib.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
+from chalicelib.ingest import events, tracked_errors
+from chalicelib.ingest.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
 from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
 
 # A key found over its limit is refused from memory until its window ends: a flood costs this

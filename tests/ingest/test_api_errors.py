@@ -469,7 +469,8 @@ def test_following_next_links_visits_every_error_once(ctx: Ctx, twenty_five: lis
 def seed_errors(project_id: int, count: int) -> None:
     """``count`` errors written straight to the store as ingestion writes them (101 ingested events
     would take moto half a minute): one event each, a second apart."""
-    from chalicelib import models, tracked_errors
+    from chalicelib import models
+    from chalicelib.ingest import tracked_errors
     from chalicelib.models import TrackedError
 
     now = dt.datetime.now(dt.UTC)

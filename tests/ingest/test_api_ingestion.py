@@ -31,8 +31,8 @@ from sentry_sdk.envelope import PayloadRef
 from sentry_sdk.transport import Transport
 from sentry_sdk.utils import Dsn
 
-from chalicelib import ingestion
-from tests.conftest import Api, Reply, Scene
+from chalicelib.ingest import ingestion
+from tests.conftest import PROJECT_DIR, Api, Reply, Scene
 from tests.wire import PAYLOAD_TOO_LARGE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -875,7 +875,7 @@ def test_every_event_of_a_noisy_error_is_counted(ctx: Ctx) -> None:
 
 def _fresh_app() -> Any:
     """Another instance of the app (its own Chalice object), as another Lambda container has."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "app.py")
+    path = os.path.join(PROJECT_DIR, "app.py")
     spec = importlib.util.spec_from_file_location(f"app_instance_{uuid.uuid4().hex}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -889,7 +889,7 @@ def test_every_event_of_a_noisy_error_sent_through_four_app_instances_is_counted
     Interleaved rather than threaded: moto's in-process DynamoDB is not thread-safe.
     """
     instances = 4
-    project_dir = os.path.dirname(os.path.dirname(__file__))
+    project_dir = PROJECT_DIR
     headers = {
         "X-Sentry-Auth": f"Sentry sentry_key={ctx.public_key}, sentry_version=7",
         "Content-Type": ENVELOPE_TYPE,

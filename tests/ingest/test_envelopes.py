@@ -1,4 +1,4 @@
-"""Unit tests of chalicelib.envelopes: what Sentry SDKs put on the wire, and what we refuse.
+"""Unit tests of chalicelib.ingest.envelopes: what Sentry SDKs put on the wire, and what we refuse.
 
 No store is needed: bytes go in, bytes, envelopes or an EnvelopeError (400 or 413) come out.
 Spec: shared/spec/sentry-ingestion.md sections 2 and 7; shared/notes/sentry-protocol.md section 2.
@@ -28,7 +28,7 @@ from sentry_sdk.transport import HttpTransportCore
 if TYPE_CHECKING:
     from sentry_sdk.consts import Experiments
 
-from chalicelib.envelopes import (
+from chalicelib.ingest.envelopes import (
     MAX_COMPRESSED,
     MAX_INFLATED,
     MAX_JSON_DEPTH,

@@ -1,4 +1,4 @@
-"""Unit tests of chalicelib.events: an event's identity, time, title, culprit, group and storage.
+"""Unit tests of chalicelib.ingest.events: an event's identity, time, title, culprit, group and storage.
 
 No store is needed. Spec: shared/spec/sentry-ingestion.md sections 2 and 4; the protocol notes
 section 2.3 for what sentry-sdk puts in an event. Some events here are made by the real sentry-sdk,
@@ -23,8 +23,8 @@ from sentry_sdk.envelope import Envelope as SdkEnvelope
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
-from chalicelib.envelopes import MAX_COMPRESSED, MAX_INFLATED, parse_store_body
-from chalicelib.events import MAX_STORED_BYTES, Event, fit_for_storage, load_stored, normalize
+from chalicelib.ingest.envelopes import MAX_COMPRESSED, MAX_INFLATED, parse_store_body
+from chalicelib.ingest.events import MAX_STORED_BYTES, Event, fit_for_storage, load_stored, normalize
 
 RECEIVED = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 EVENT_ID = "89a9257b82ef44cb8054aa8cc033bfbf"
