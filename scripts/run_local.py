@@ -2,7 +2,8 @@
 
 Starts moto's server (DynamoDB and KMS) on 127.0.0.1:DB_PORT, creates the table and the KMS key,
 creates an admin user with a token and a demo project, then runs `chalice local` on
-127.0.0.1:PORT. Ctrl-C stops both. The embedded store keeps everything in memory.
+127.0.0.1:PORT, through scripts/local_server.py (which reads chunked bodies, and refuses oversized
+ones while reading). Ctrl-C stops both. The embedded store keeps everything in memory.
 """
 
 from __future__ import annotations
@@ -213,13 +214,12 @@ def main() -> int:
             return 0
         chalice = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "chalice"),
-                "local",
+                sys.executable,
+                str(ROOT / "scripts" / "local_server.py"),
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(args.port),
-                "--no-autoreload",
             ],
             cwd=ROOT,
             env=env,

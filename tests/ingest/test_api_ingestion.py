@@ -179,11 +179,12 @@ class Ctx:
         endpoint: str = "envelope",
         project: int | str | None = None,
         query: str = "",
-        content_type: str = ENVELOPE_TYPE,
+        content_type: str | None = ENVELOPE_TYPE,
         auth: str | None = None,
     ) -> Reply:
-        """POST ``body`` as an SDK does; ``key`` "" means this context's key, None means no key."""
-        headers = {"Content-Type": content_type}
+        """POST ``body`` as an SDK does; ``key`` "" means this context's key, None means no key;
+        ``content_type`` None sends none."""
+        headers = {} if content_type is None else {"Content-Type": content_type}
         use = self.public_key if key == "" else key
         if auth is not None:
             headers["X-Sentry-Auth"] = auth
@@ -470,6 +471,29 @@ def test_key_in_the_query_string_as_browser_sdks_send_it(ctx: Ctx) -> None:
     assert reply.status == 200, reply.body
     assert reply.json == {"id": event["event_id"]}
     assert ctx.only_error()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,  # @sentry/node
+        "application/x-www-form-urlencoded",  # curl --data-binary
+        "text/plain;charset=UTF-8",  # browsers
+        "application/octet-stream",
+        "multipart/form-data; boundary=x",
+        "application/vnd.anything+json",
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["envelope", "store"])
+def test_either_route_takes_any_content_type_or_none_as_sentry_does(
+    ctx: Ctx, content_type: str | None, endpoint: str
+) -> None:
+    event = exception_event("TypeError", f"sent as {content_type} to {endpoint}")
+    body = event_envelope(event) if endpoint == "envelope" else json.dumps(event).encode()
+    reply = ctx.send(gzip.compress(body), encoding="gzip", endpoint=endpoint, content_type=content_type)
+    assert reply.status == 200, reply.body
+    assert reply.json == {"id": event["event_id"]}
+    assert ctx.only_error()["title"] == f"TypeError: sent as {content_type} to {endpoint}"
 
 
 def test_a_secret_part_in_the_auth_header_is_ignored(ctx: Ctx) -> None:
