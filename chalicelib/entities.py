@@ -6,7 +6,10 @@ import datetime as dt
 from typing import Any
 
 from chalicelib import sentry
+from chalicelib.ingest import exceptions, normalization
+from chalicelib.ingest import payload as parts
 from chalicelib.ingest.events import frames_of, load_stored
+from chalicelib.ingest.payload import text
 from chalicelib.models import (
     HOUR,
     AccessToken,
@@ -99,12 +102,15 @@ def _context(frame: dict[str, Any], lineno: int | None) -> list[list[Any]]:
     return [[lineno - len(pre) + offset, line] for offset, line in enumerate(code)]
 
 
-def _stack_trace(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The raised exception's frames, innermost (where it was raised) first."""
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _stack_trace(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Frames innermost (where the exception was raised) first."""
     entries = []
-    for frame in reversed(frames_of(payload)):
-        raw_lineno = frame.get("lineno")
-        lineno = raw_lineno if isinstance(raw_lineno, int) and not isinstance(raw_lineno, bool) else None
+    for frame in reversed(frames):
+        lineno = _number(frame.get("lineno"))
         entries.append(
             {
                 "filename": frame.get("filename"),
@@ -120,8 +126,115 @@ def _stack_trace(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
+def _flat(value: Any, limit: int = 50) -> dict[str, Any] | None:
+    """An object's scalar fields (text bounded), at most ``limit`` of them: what a context shows."""
+    if not isinstance(value, dict):
+        return None
+    kept: dict[str, Any] = {}
+    for key, item in list(value.items())[:limit]:
+        name = text(key, 64)
+        if name and (isinstance(item, bool | int | float) or item is None):
+            kept[name] = item
+        elif name and isinstance(item, str):
+            kept[name] = text(item, 1024)
+    return kept
+
+
+def _mechanism(exception: dict[str, Any] | None) -> dict[str, Any] | None:
+    return _flat(exceptions.mechanism(exception), 20) if exception is not None and "mechanism" in exception else None
+
+
+def _exception(exception: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": text(exception.get("type"), 255),
+        "value": text(exception.get("value"), 8192),
+        "module": text(exception.get("module"), 255),
+        "mechanism": _mechanism(exception),
+        "stack_trace": _stack_trace(parts.frames(exception)),
+    }
+
+
+def _sdk(payload: dict[str, Any]) -> dict[str, Any] | None:
+    sdk = payload.get("sdk")
+    if not isinstance(sdk, dict):
+        return None
+    return {"name": text(sdk.get("name"), 128), "version": text(sdk.get("version"), 64)}
+
+
+def _tags(payload: dict[str, Any]) -> dict[str, str]:
+    return {
+        str(text(key, 200)): str(text(value, 200) or "")
+        for key, value in (parts.pairs(payload.get("tags")) or [])[:100]
+        if text(key, 200)
+    }
+
+
+USER_FIELDS = ("id", "username", "email", "ip_address", "name")
+
+
+def _user(payload: dict[str, Any]) -> dict[str, Any] | None:
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        return None
+    shown = {field: text(user[field], 255) for field in USER_FIELDS if text(user.get(field), 255)}
+    return shown or None
+
+
+def _text_pairs(value: Any, limit: int = 100) -> dict[str, str]:
+    return {str(text(k, 255)): str(text(v, 2048) or "") for k, v in (parts.pairs(value) or [])[:limit] if text(k, 255)}
+
+
+def _request(payload: dict[str, Any]) -> dict[str, Any] | None:
+    request = payload.get("request")
+    if not isinstance(request, dict):
+        return None
+    return {
+        "url": text(request.get("url"), 2048),
+        "method": (text(request.get("method"), 32) or "").upper() or None,
+        "query_string": _text_pairs(request.get("query_string")),
+        "headers": _text_pairs(request.get("headers")),
+        "data": request.get("data"),
+    }
+
+
+CONTEXTS = ("runtime", "os", "browser", "device")
+
+
+def _contexts(payload: dict[str, Any]) -> dict[str, Any]:
+    contexts = payload.get("contexts")
+    if not isinstance(contexts, dict):
+        return {}
+    return {name: _flat(contexts[name]) for name in CONTEXTS if isinstance(contexts.get(name), dict)}
+
+
+def _timestamp(value: Any) -> str | float | None:
+    """A breadcrumb's time as sent: epoch seconds (JavaScript) or ISO text (Python)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return text(value, 64)
+
+
+def _breadcrumbs(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "timestamp": _timestamp(crumb.get("timestamp")),
+            "type": text(crumb.get("type"), 64) or "default",
+            "category": text(crumb.get("category"), 128),
+            "level": text(crumb.get("level"), 32) or "info",
+            "message": text(crumb.get("message"), 1024),
+            "data": crumb.get("data") if isinstance(crumb.get("data"), dict) else None,
+        }
+        for crumb in (parts.breadcrumbs(payload) or [])[-normalization.MAX_BREADCRUMBS :]
+    ]
+
+
 def error_event(item: StoredEvent, *, with_payload: bool = True) -> dict[str, Any]:
+    """One event as a person reads it: what the SDK said about the error, the user, the request and
+    the environment. Events stored before a normalization step existed are normalized on the way
+    out, so every event reads the same."""
     payload = load_stored(item.payload)
+    normalization.normalize_payload(payload)
+    main = exceptions.main_exception(payload)
     body: dict[str, Any] = {
         "event_id": item.event_id,
         "error_id": int(item.error_id),
@@ -132,8 +245,20 @@ def error_event(item: StoredEvent, *, with_payload: bool = True) -> dict[str, An
         "release": item.release,
         "title": item.title,
         "trimmed": bool(item.trimmed),
-        "stack_trace": _stack_trace(payload),
+        "platform": text(payload.get("platform"), 64),
+        "sdk": _sdk(payload),
+        "handled": (exceptions.mechanism(main).get("handled") if main is not None else None),
+        "mechanism": _mechanism(main),
+        "tags": _tags(payload),
+        "user": _user(payload),
+        "request": _request(payload),
+        "contexts": _contexts(payload),
+        "breadcrumbs": _breadcrumbs(payload),
+        "exceptions": [_exception(e) for e in exceptions.in_chain_order(payload)[:50]],
+        "stack_trace": _stack_trace(frames_of(payload)),
     }
+    if not isinstance(body["handled"], bool):
+        body["handled"] = None
     if with_payload:
         body["payload"] = payload
     return body

@@ -237,7 +237,20 @@ def _events() -> st.SearchStrategy[dict[str, Any]]:
     hex32 = st.uuids().map(lambda u: u.hex)
     exception = st.fixed_dictionaries(
         {"type": st.text(max_size=20), "value": st.text(max_size=40)},
-        optional={"stacktrace": st.fixed_dictionaries({"frames": _frames()})},
+        optional={
+            "stacktrace": st.fixed_dictionaries({"frames": _frames()}),
+            "mechanism": st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": _json_values(),
+                    "handled": _json_values(),
+                    "synthetic": st.booleans(),
+                    "exception_id": st.integers(0, 3),
+                    "parent_id": st.integers(0, 3),
+                    "is_exception_group": st.booleans(),
+                },
+            ),
+        },
     )
     exceptions = st.lists(exception, min_size=1, max_size=3)
     payloads = st.fixed_dictionaries(
@@ -256,13 +269,42 @@ def _events() -> st.SearchStrategy[dict[str, Any]]:
             "message": st.text(max_size=40)
             | st.fixed_dictionaries({}, optional={"formatted": st.text(max_size=40), "message": st.text(max_size=40)}),
             "exception": st.fixed_dictionaries({"values": exceptions}) | exceptions,  # Go sends a bare array
-            "user": st.fixed_dictionaries({}, optional={"id": _json_values(), "email": st.text(max_size=20)}),
+            "user": st.fixed_dictionaries({}, optional={"id": _json_values(), "email": st.text(max_size=20)})
+            | _json_values(),
+            "sdk": st.fixed_dictionaries({}, optional={"name": _json_values(), "version": _json_values()}),
+            "tags": st.dictionaries(st.text(max_size=8), _json_values(), max_size=3)
+            | st.lists(st.lists(st.text(max_size=8), min_size=2, max_size=2), max_size=3),
+            "request": st.fixed_dictionaries(
+                {},
+                optional={
+                    "url": st.text(max_size=30) | st.just("https://shop.example/cart?token=t&x=1#frag"),
+                    "method": _json_values(),
+                    "query_string": st.text(max_size=20) | _json_values(),
+                    "headers": st.dictionaries(st.text(max_size=8), _json_values(), max_size=3)
+                    | st.lists(st.lists(st.text(max_size=8), min_size=2, max_size=2), max_size=3),
+                    "cookies": st.text(max_size=20) | _json_values(),
+                    "data": _json_values(),
+                },
+            )
+            | _json_values(),
+            "contexts": st.dictionaries(st.sampled_from(["runtime", "os", "browser", "device", "app"]), _json_values()),
+            "breadcrumbs": st.lists(
+                st.dictionaries(
+                    st.sampled_from(["message", "category", "timestamp", "data", "level", "type"]), _json_values()
+                ),
+                max_size=3,
+            )
+            | st.fixed_dictionaries({"values": st.lists(_json_values(), max_size=3)}),
             "fingerprint": st.lists(st.text(max_size=10), min_size=1, max_size=3),
             "extra": st.dictionaries(st.text(max_size=8), _json_values(), max_size=3),
         },
     )
     # Half of them join the pinned error, which the errors API fuzzes afterwards: what they carry is read back.
-    return payloads | payloads.map(lambda payload: {**payload, "fingerprint": PINNED_FINGERPRINT})
+    return payloads | _pinned(payloads)
+
+
+def _pinned(payloads: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    return payloads.map(lambda payload: {**payload, "fingerprint": PINNED_FINGERPRINT})
 
 
 @st.composite
@@ -281,11 +323,17 @@ def _envelopes(draw: st.DrawFn) -> bytes:
     )
     lines = [json.dumps(header).encode()]
     kinds = ["event", "transaction", "client_report", "session", "sessions", "attachment", "check_in", "log", "x-new"]
-    for kind in draw(st.lists(st.just("event") | st.sampled_from(kinds), max_size=3)):
+    drawn = draw(st.lists(st.just("event") | st.sampled_from(kinds), max_size=3))
+    # One event of every envelope joins the pinned error: however few envelopes the fuzzer draws, the
+    # errors API then reads back what they carried.
+    drawn.insert(draw(st.integers(0, len(drawn))), "pinned event")
+    for kind in drawn:
         if kind == "attachment":
             payload = draw(st.binary(max_size=64))
         elif kind == "event":
             payload = json.dumps(draw(_events())).encode()
+        elif kind == "pinned event":
+            payload, kind = json.dumps(draw(_pinned(_events()))).encode(), "event"
         else:
             payload = json.dumps(draw(st.dictionaries(st.text(max_size=8), _json_values(), max_size=3))).encode()
         item: dict[str, Any] = {"type": kind}

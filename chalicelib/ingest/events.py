@@ -1,10 +1,16 @@
 """A Sentry event, read defensively: its identity, its time, what it says, and the error it belongs to.
 
+The payload is first normalized as it will be stored (``normalization``: URLs without query
+strings, credentials and sensitive data scrubbed, ...). Then it is read as Sentry reads it:
+the main exception (``exceptions``: the raised one, or what an exception group boils down to)
+titles and types the event; a synthetic exception (what JavaScript SDKs attach to
+``captureMessage``) stands for a message, so a message reads the same from every SDK.
+
 Grouping follows GitLab's collector, corrected where Sentry knows better: an SDK-sent
 ``fingerprint`` wins (``{{ default }}`` expands to ours); otherwise exception events group by the
-raised exception's type (the *last* of ``exception.values``), the culprit and the platform, and
-message-only events by their message template. Exception values are never part of the key: they
-often hold object ids.
+main exception's type, the culprit and the platform, and message events (synthetic exceptions
+included) by their message template. Exception values are never part of the key: they often hold
+object ids.
 """
 
 from __future__ import annotations
@@ -18,22 +24,14 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.ingest import exceptions, frames, normalization
+from chalicelib.ingest import payload as parts
+from chalicelib.ingest.payload import clean, text
+
 # What one stored event may take, compressed, leaving room in the 400 KB DynamoDB item.
 MAX_STORED_BYTES = 300 * 1024
 _HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
 _DEFAULT_MARKERS = frozenset({"{{ default }}", "{{default}}"})
-
-
-def clean(text: str) -> str:
-    """Valid UTF-8 only: JSON may carry lone surrogates (\\ud800), which nothing downstream takes."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _text(value: Any, limit: int) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    text = clean(str(value)).strip()
-    return text[:limit] if text else None
 
 
 def event_id_of(payload: dict[str, Any], fallback: Any = None) -> str:
@@ -62,44 +60,37 @@ def parse_timestamp(value: Any, default: dt.datetime) -> dt.datetime:
     return default
 
 
-def _exceptions(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    exception = payload.get("exception")
-    values = exception.get("values") if isinstance(exception, dict) else exception  # Go sends a bare array
-    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
-
-
 def frames_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The raised exception's frames (oldest call first), or the event's own stack trace."""
-    exceptions = _exceptions(payload)
-    stacktrace = exceptions[-1].get("stacktrace") if exceptions else payload.get("stacktrace")
-    frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
-    return [f for f in frames if isinstance(f, dict)] if isinstance(frames, list) else []
+    """The frames that locate the event (oldest call first): the main exception's, else those of the
+    last exception that has any, else the event's own stack trace."""
+    main = exceptions.main_exception(payload)
+    for holder in (main, *reversed(parts.exceptions(payload)), payload):
+        found = parts.frames(holder)
+        if found:
+            return found
+    return []
 
 
-def _culprit(payload: dict[str, Any], frames: list[dict[str, Any]]) -> str:
-    transaction = _text(payload.get("transaction"), 255)
+def _culprit(payload: dict[str, Any], synthetic: bool) -> str:
+    """The transaction, else (but for a synthetic exception, whose stack is the SDK's) the newest
+    application frame: GitLab's ``function(module)``."""
+    transaction = text(payload.get("transaction"), 255)
     if transaction:
         return transaction
-    candidates = [f for f in frames if f.get("in_app") is True] or frames
-    if not candidates:
-        return ""
-    frame = candidates[-1]
-    function = _text(frame.get("function"), 120) or "?"
-    module = _text(frame.get("module"), 120) or _text(frame.get("filename"), 120) or "?"
-    return f"{function}({module})"[:255]
+    return "" if synthetic else frames.culprit(frames_of(payload))
 
 
 def _message(payload: dict[str, Any]) -> tuple[str | None, str | None]:
     """(the message as shown, its template for grouping)."""
     for source in (payload.get("logentry"), payload.get("message")):
         if isinstance(source, dict):
-            formatted = _text(source.get("formatted"), 1024) or _text(source.get("message"), 1024)
-            template = _text(source.get("message"), 1024) or formatted
+            formatted = text(source.get("formatted"), 1024) or text(source.get("message"), 1024)
+            template = text(source.get("message"), 1024) or formatted
             if formatted:
                 return formatted, template
         elif isinstance(source, str) and source.strip():
-            text = clean(source).strip()[:1024]
-            return text, text
+            found = clean(source).strip()[:1024]
+            return found, found
     return None, None
 
 
@@ -141,26 +132,44 @@ def _user(payload: dict[str, Any]) -> str | None:
     if not isinstance(user, dict):
         return None
     for field in ("id", "email", "username", "ip_address"):
-        value = _text(user.get(field), 255)
+        value = text(user.get(field), 255)
         if value:
             return hashlib.sha256(f"{field}:{value}".encode()).hexdigest()[:16]
     return None
 
 
+_TYPE_IN_VALUE = re.compile(r"^(\w+):(.*)$", re.DOTALL)
+
+
+def _type_and_value(exception: dict[str, Any]) -> tuple[str, str]:
+    """An exception's type and value; a value "Type: text" without a type is split (Relay), and no
+    type at all is "Error" (Sentry)."""
+    exc_type, value = text(exception.get("type"), 255), text(exception.get("value"), 8192) or ""
+    if exc_type is None:
+        split = _TYPE_IN_VALUE.match(value)
+        exc_type, value = (split[1], split[2].strip()) if split else ("Error", value)
+    return exc_type, value
+
+
 def normalize(
     payload: dict[str, Any], received_at: dt.datetime, envelope_event_id: Any = None, raw: bytes | None = None
 ) -> Event:
-    """Everything the service needs from one event payload (any JSON object is accepted)."""
-    exceptions = _exceptions(payload)
-    frames = frames_of(payload)
-    culprit = _culprit(payload, frames)
-    platform = _text(payload.get("platform"), 64) or "other"
+    """Everything the service needs from one event payload (any JSON object is accepted).
+
+    ``payload`` is normalized in place into what is stored; ``raw``, the JSON it came as, is kept
+    only when no normalization step changed it."""
+    if normalization.normalize_payload(payload):
+        raw = None
+    main = exceptions.main_exception(payload)
+    synthetic = exceptions.is_synthetic(main)
+    culprit = _culprit(payload, synthetic)
+    platform = text(payload.get("platform"), 64) or "other"
     message, template = _message(payload)
-    if exceptions:
-        raised = exceptions[-1]
-        exc_type = _text(raised.get("type"), 255) or "Error"
-        value = _text(raised.get("value"), 1024) or ""
-        title = f"{exc_type}: {value}" if value else exc_type
+    if synthetic and main is not None and not template:
+        message = template = text(main.get("value"), 1024)
+    if main is not None and not synthetic:
+        exc_type, value = _type_and_value(main)
+        title = f"{exc_type}: {value.splitlines()[0]}" if value.strip() else exc_type
         kind, shown = "error", value or message or ""
         parts = ["exception", exc_type, culprit, platform]
     elif template:
@@ -178,9 +187,9 @@ def normalize(
         message=shown[:1024],
         culprit=culprit,
         platform=platform,
-        level=_text(payload.get("level"), 32) or ("error" if exceptions else "info"),
-        environment=_text(payload.get("environment"), 255),
-        release=_text(payload.get("release"), 255),
+        level=text(payload.get("level"), 32) or ("error" if main is not None and not synthetic else "info"),
+        environment=text(payload.get("environment"), 255),
+        release=text(payload.get("release"), 255),
         user=_user(payload),
         payload=payload,
         raw=raw,
@@ -191,20 +200,9 @@ def _compress(payload: dict[str, Any]) -> bytes:
     return zlib.compress(json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8"), 6)
 
 
-def _stacktraces(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    holders = list(_exceptions(payload))
-    threads = payload.get("threads")
-    if isinstance(threads, dict) and isinstance(threads.get("values"), list):
-        holders += [t for t in threads["values"] if isinstance(t, dict)]
-    return [h["stacktrace"] for h in holders if isinstance(h.get("stacktrace"), dict)]
-
-
 def _without_frame_vars(payload: dict[str, Any]) -> None:
-    for stacktrace in _stacktraces(payload):
-        frames = stacktrace.get("frames")
-        for frame in frames if isinstance(frames, list) else []:
-            if isinstance(frame, dict):
-                frame.pop("vars", None)
+    for frame in parts.all_frames(payload):
+        frame.pop("vars", None)
 
 
 _FRAME_ESSENTIALS = ("filename", "abs_path", "function", "module", "lineno", "colno", "in_app", "context_line")
@@ -213,7 +211,7 @@ _EVENT_ESSENTIALS = ("event_id", "timestamp", "level", "platform", "environment"
 
 def _bare(frame: dict[str, Any], limit: int) -> dict[str, Any]:
     return {
-        k: frame[k] if isinstance(frame[k], bool | int) else _text(frame[k], limit)
+        k: frame[k] if isinstance(frame[k], bool | int) else text(frame[k], limit)
         for k in _FRAME_ESSENTIALS
         if k in frame
     }
@@ -221,22 +219,24 @@ def _bare(frame: dict[str, Any], limit: int) -> dict[str, Any]:
 
 def _essentials(payload: dict[str, Any], frames_kept: int, limit: int) -> dict[str, Any]:
     """The last resort: the event's identity, and its last five exceptions with a few bare frames."""
-    kept: dict[str, Any] = {k: _text(payload[k], limit) for k in _EVENT_ESSENTIALS if k in payload}
+    kept: dict[str, Any] = {k: text(payload[k], limit) for k in _EVENT_ESSENTIALS if k in payload}
     message, _ = _message(payload)
     if message:
         kept["message"] = message[:limit]
-    exceptions = []
-    for exception in _exceptions(payload)[-5:]:
-        frames = frames_of({"exception": [exception]})[-frames_kept:] if frames_kept else []
-        exceptions.append(
+    values = []
+    for exception in parts.exceptions(payload)[-5:]:
+        kept_frames = parts.frames(exception)[-frames_kept:] if frames_kept else []
+        mechanism = {k: v for k, v in exceptions.mechanism(exception).items() if isinstance(v, bool | int)}
+        values.append(
             {
-                "type": _text(exception.get("type"), limit),
-                "value": _text(exception.get("value"), limit),
-                "stacktrace": {"frames": [_bare(frame, limit) for frame in frames]},
+                "type": text(exception.get("type"), limit),
+                "value": text(exception.get("value"), limit),
+                "mechanism": mechanism,
+                "stacktrace": {"frames": [_bare(frame, limit) for frame in kept_frames]},
             }
         )
-    if exceptions:
-        kept["exception"] = {"values": exceptions}
+    if values:
+        kept["exception"] = {"values": values}
     return kept
 
 
@@ -267,8 +267,8 @@ def fit_for_storage(payload: dict[str, Any], raw: bytes | None = None) -> tuple[
             return stored, True
     # Text limits count characters, and a character may cost several bytes even compressed: shrink
     # until it fits. The last step keeps no frames and short texts, which always fits.
-    for frames, limit in ((50, 1024), (10, 255), (0, 128)):
-        essentials = _essentials(trimmed, frames, limit)
+    for frames_kept, limit in ((50, 1024), (10, 255), (0, 128)):
+        essentials = _essentials(trimmed, frames_kept, limit)
         essentials["_trimmed"] = True
         stored = _compress(essentials)
         if len(stored) <= MAX_STORED_BYTES:

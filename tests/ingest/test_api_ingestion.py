@@ -496,6 +496,25 @@ def test_either_route_takes_any_content_type_or_none_as_sentry_does(
     assert ctx.only_error()["title"] == f"TypeError: sent as {content_type} to {endpoint}"
 
 
+def test_sensitive_values_an_event_carries_never_reach_the_table(ctx: Ctx) -> None:
+    """What Relay's default data scrubbing removes is not stored: every item of the table, event
+    payloads decompressed, is searched for each secret the event carried."""
+    from tests.ingest.test_fidelity import SECRETS, SENSITIVE
+    from tests.test_secrets import _as_text, raw_items
+
+    event = {"event_id": uuid.uuid4().hex, "platform": "python", **SENSITIVE}
+    reply = ctx.send(gzip.compress(event_envelope(event)), encoding="gzip")
+    assert reply.status == 200, reply.body
+    texts = []
+    for item in raw_items():
+        if item.get("kind") == "event":
+            texts.append(zlib.decompress(item.pop("payload").value).decode())
+        texts.append(_as_text(item))
+    stored = "\n".join(texts)
+    assert "charge of card" in stored  # the event is there
+    assert [secret for secret in SECRETS if secret in stored] == []
+
+
 def test_a_secret_part_in_the_auth_header_is_ignored(ctx: Ctx) -> None:
     event = exception_event()
     auth = f"Sentry sentry_version=7, sentry_key={ctx.public_key}, sentry_secret=whatever, sentry_client=go/0.1"
