@@ -203,6 +203,9 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C stops everything even when this was started with SIGINT ignored (a shell's background
+    # job, nohup): Python then leaves it ignored rather than raising KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from chalicelib import bootstrap
 
