@@ -175,8 +175,10 @@ def skipped_if(missing: str | None) -> list[pytest.MarkDecorator]:
 
 
 def unavailable(missing: str) -> NoReturn:
+    """Skip with ``missing`` ("what: the tests are skipped; how to get it"), or fail where CI requires the tests."""
     if os.environ.get(REQUIRED):
-        pytest.fail(f"{missing} ({REQUIRED} is set: these tests must run here)", pytrace=False)
+        what, how = missing.partition(": ")[0], missing.rpartition("; ")[2]
+        pytest.fail(f"{what}: {REQUIRED} is set, so these tests must run, not skip; {how}", pytrace=False)
     pytest.skip(missing)
 
 
