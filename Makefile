@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DB_PORT ?= 8001
 
-.PHONY: run test lint bench requirements package deploy clean
+.PHONY: run test lint js bench requirements package deploy clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -17,8 +17,31 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/python scripts/run_local.py --port $(PORT) --db-port $(DB_PORT)
 
-test: lint
+test: lint js
 	$(BIN)/pytest
+
+# The JavaScript SDKs the end-to-end tests run: @sentry/node as an app requires it, @sentry/browser
+# bundled (it ships only ESM and CJS) into the one script a page loads, exposing the global Sentry.
+# Reinstalled whenever the lockfile changes. Without Node those tests skip; `make test` goes on.
+JS := tests/js
+NPM := $(shell command -v npm 2>/dev/null)
+NODE := $(shell command -v node 2>/dev/null)
+
+ifneq ($(and $(NPM),$(NODE)),)
+js: build/js/sentry-browser.js
+else
+js:
+	@echo "node/npm not found: the JavaScript SDK tests will be skipped; install Node 20+ with npm to run them"
+endif
+
+$(JS)/node_modules/.installed: $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Not minified, so the SDK's frames keep their names.
+build/js/sentry-browser.js: $(JS)/sentry-browser.mjs $(JS)/node_modules/.installed
+	$(JS)/node_modules/.bin/esbuild $(JS)/sentry-browser.mjs --bundle --format=iife --global-name=Sentry \
+		--log-level=warning --outfile=$@
 
 # What each request costs next to the floor no implementation can beat; writes bench.json.
 bench: $(BIN)/.installed
@@ -63,4 +86,4 @@ deploy: package
 	@echo "  ERRORTRACKING_TABLE=<TableName above> AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/errortracking token create root"
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) build .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules
