@@ -93,6 +93,10 @@ def main_exception(payload: dict[str, Any]) -> Exception_ | None:
 
 
 def in_chain_order(payload: dict[str, Any]) -> list[Exception_]:
-    """Every exception, the raised one first, then what caused or is contained in it (the reverse
-    of what SDKs send)."""
-    return list(reversed(values_of(payload)))
+    """Every exception, the main one first, then the others from the raised one down to its
+    causes and members (the reverse of what SDKs send)."""
+    values = values_of(payload)
+    index = main_index(values)
+    if index is None:
+        return []
+    return [values[index], *(values[n] for n in reversed(range(len(values))) if n != index)]

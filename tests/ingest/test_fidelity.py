@@ -218,8 +218,9 @@ def test_an_exception_group_of_one_distinct_exception_is_grouped_and_titled_by_i
     assert (grouped.title, grouped.type) == ("ValueError: bad row", "error")
     assert grouped.error_id == again.error_id
     body = entities.error_event(stored(sdk.events[0]))
-    assert [e["type"] for e in body["exceptions"]] == ["ExceptionGroup", "ValueError", "ValueError"]
-    assert body["stack_trace"] == body["exceptions"][1]["stack_trace"] != []  # the ValueError's own
+    # The ValueError it is titled by first, then the group that was raised, then its other member.
+    assert [e["type"] for e in body["exceptions"]] == ["ValueError", "ExceptionGroup", "ValueError"]
+    assert body["stack_trace"] == body["exceptions"][0]["stack_trace"] != []  # the ValueError's own
     assert alone.title == grouped.title
 
 
