@@ -21,8 +21,11 @@ from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params
 from chalicelib.urls import public_base_url, request_url
 
 app = Chalice(app_name="errortracking")
-# Sentry SDKs post compressed envelopes: API Gateway must hand them over as bytes, untouched.
-app.api.binary_types.append("application/x-sentry-envelope")
+# The deployed API's binary media types are */* (.chalice/merge-template.json), so API Gateway hands
+# every body over base64, as sent: SDKs post compressed bodies under any content type, or none.
+# Chalice's own list (app.api.binary_types, what it packages) is overridden there, never given */*:
+# Chalice would then take its JSON answers for binary ones and refuse them to clients sending no
+# binary Accept header (a 400), as Sentry SDKs do.
 app.register_middleware(telemetry.middleware, "http")  # outermost: logs the final answer
 app.register_middleware(budget.middleware, "http")  # a deadline for every store call after it
 app.register_middleware(authorizer.middleware(app), "http")

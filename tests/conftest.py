@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +136,41 @@ def store() -> Iterator[None]:
         bootstrap.init_store()
         yield
     ingestion._blocked_until.clear()
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
+    """What `make package` builds for a stage: its sam.json, read, with its file under "__path__".
+
+    Built on first use and kept for the session (a few seconds each): tests/test_package.py checks the
+    stack, tests/test_apigateway.py runs requests through the API it configures.
+    """
+    built: dict[str, dict[str, Any]] = {}
+
+    def package(stage: str) -> dict[str, Any]:
+        if stage not in built:
+            out = tmp_path_factory.mktemp(f"package-{stage}") / "pkg"
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "scripts/package.py",
+                    "--stage",
+                    stage,
+                    "--merge-template",
+                    ".chalice/merge-template.json",
+                    str(out),
+                ],
+                cwd=PROJECT_DIR,
+                env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            built[stage] = {**json.loads((out / "sam.json").read_text()), "__path__": str(out / "sam.json")}
+        return built[stage]
+
+    return package
 
 
 @dataclass

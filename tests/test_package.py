@@ -1,7 +1,7 @@
 """The deployable stack, proven offline: what `make package` produces is what the code needs.
 
-One `chalice package` run per session (the template is the same for every check): cfn-lint, the
-table against the PynamoDB models, the gateway's GitLab-shaped errors and binary types, the
+One `chalice package` run per stage and session (conftest's ``packaged``): cfn-lint, the table
+against the PynamoDB models, the gateway's GitLab-shaped errors and binary media types, the
 environment wiring, and the IAM policy against every AWS call the test suite saw the app make.
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,8 @@ STAGES = ("dev", "prod")
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
-    built: dict[str, dict[str, Any]] = {}
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    for stage in STAGES:
-        out = tmp_path_factory.mktemp(f"package-{stage}")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "scripts/package.py",
-                "--stage",
-                stage,
-                "--merge-template",
-                ".chalice/merge-template.json",
-                str(out / "pkg"),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        built[stage] = json.loads((out / "pkg" / "sam.json").read_text())
-        built[stage]["__path__"] = str(out / "pkg" / "sam.json")
-    yield built
+def templates(packaged: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {stage: packaged(stage) for stage in STAGES}
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -125,9 +101,7 @@ def test_lambda_reads_its_settings_from_the_stack(templates: dict[str, dict[str,
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_gateway_answers_like_gitlab_and_keeps_envelopes_binary(
-    templates: dict[str, dict[str, Any]], stage: str
-) -> None:
+def test_gateway_answers_like_gitlab(templates: dict[str, dict[str, Any]], stage: str) -> None:
     template = templates[stage]
     responses = {
         r["Properties"]["ResponseType"]: r["Properties"]
@@ -137,8 +111,31 @@ def test_gateway_answers_like_gitlab_and_keeps_envelopes_binary(
     assert missing["StatusCode"] == "404"
     assert json.loads(missing["ResponseTemplates"]["application/json"]) == {"error": "404 Not Found"}
     assert missing["RestApiId"] == {"Ref": "RestAPI"}
-    body = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
-    assert "application/x-sentry-envelope" in body["x-amazon-apigateway-binary-media-types"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_gateway_hands_every_body_over_as_sent(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    from app import INGEST, app
+
+    body = templates[stage]["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    # Every content type binary, so API Gateway base64s each request body instead of reading it as
+    # UTF-8 text (tests/test_apigateway.py sends every body SDKs send through it).
+    assert body["x-amazon-apigateway-binary-media-types"] == ["*/*"]
+    # Not in Chalice's own list: Chalice would answer its JSON as binary, 400 without an Accept.
+    assert "*/*" not in app.api.binary_types
+    # With */*, a CORS preflight's mock integration must turn the (binary) request into text, or
+    # API Gateway answers it 500 instead of the browser SDKs' preflight 200.
+    preflights = {path: methods["options"] for path, methods in body["paths"].items() if "options" in methods}
+    assert set(preflights) == {INGEST + "/envelope", INGEST + "/store"}
+    for path, preflight in preflights.items():
+        integration = preflight["x-amazon-apigateway-integration"]
+        assert (integration["type"], integration["contentHandling"]) == ("mock", "CONVERT_TO_TEXT"), path
+    # And the Lambda gets each (binary) body as base64 text, with isBase64Encoded: true.
+    for path, methods in body["paths"].items():
+        for method, operation in methods.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            if method != "options":
+                assert (integration["type"], integration["contentHandling"]) == ("aws_proxy", "CONVERT_TO_TEXT"), path
 
 
 @pytest.mark.parametrize("stage", STAGES)
