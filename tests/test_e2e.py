@@ -825,6 +825,23 @@ def test_racing_deletes_of_one_key_succeed_once(server: Server) -> None:
     assert len(keys_now) == 1, f"{len(keys_now)} keys made automatically after every key was deleted"
 
 
+SMOKE_CHECKS = [
+    "GET /user",
+    "GET /user without token",
+    "PUT settings",
+    "PATCH settings",
+    "GET settings",
+    "POST client_keys",
+    "GET client_keys",
+    "DELETE client_keys/:key_id",
+    "POST envelope to the DSN",
+    "GET errors (the event's error listed)",
+    "GET errors/:error_id",
+    "GET errors/:error_id/events",
+    "PUT errors/:error_id status=resolved",
+]
+
+
 def test_smoke_script_passes_every_endpoint_against_the_local_server(server: Server) -> None:
     project = new_project(server, "smoke")
     done = subprocess.run(
@@ -836,8 +853,28 @@ def test_smoke_script_passes_every_endpoint_against_the_local_server(server: Ser
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:-1]] == ["PASS"] * (len(lines) - 1), done.stdout
-    assert lines[-1] == f"{len(lines) - 1} passed, 0 failed"
+    checks = [re.fullmatch(r"(PASS|FAIL)  (.+?)  \((.*)\)", line) for line in lines[:-1]]
+    assert all(checks), done.stdout
+    assert [(m[1], m[2]) for m in checks if m] == [("PASS", name) for name in SMOKE_CHECKS], done.stdout
+    assert lines[-1] == f"{len(SMOKE_CHECKS)} passed, 0 failed"
+    # It leaves the project tracking errors with a working key, and its error resolved.
+    assert expect(call(server, "GET", settings_path(project.id), server.token), 200)["integrated"] is True
+    keys = [k for k in expect(call(server, "GET", keys_path(project.id), server.token), 200) if k["active"]]
+    assert len(keys) == 1, keys
+    resolved = expect(
+        call(server, "GET", f"/projects/{project.id}/error_tracking/errors?status=resolved", server.token), 200
+    )
+    assert [e["title"].split(":")[0] for e in resolved] == ["SmokeTestError"]
+    assert expect(call(server, "GET", f"/projects/{project.id}/error_tracking/errors", server.token), 200) == []
+    public_key, project_id = keys[0]["public_key"], project.id
+    envelope = b'{}\n{"type":"event"}\n{"message":"after the smoke test"}\n'
+    sent = requests.post(
+        f"{server.url}/errortracking/api/v1/projects/api/{project_id}/envelope/",
+        data=envelope,
+        headers={"X-Sentry-Auth": f"Sentry sentry_key={public_key}, sentry_version=7"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert sent.status_code == 200, sent.text
     # And it says FAIL, with a non-zero exit, when a check does not hold.
     refused = subprocess.run(
         [sys.executable, "scripts/smoke.py", server.url, "glpat-not-a-token", "--project", project.path],
