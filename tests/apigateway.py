@@ -120,27 +120,26 @@ class Gateway:
     region: str = "us-east-1"
 
     @classmethod
-    def of(cls, template: dict[str, Any], **changes: Any) -> Gateway:
-        """The API a packaged template (sam.json) deploys; ``changes`` override what it says."""
+    def of(cls, template: dict[str, Any]) -> Gateway:
+        """The API a packaged template (sam.json) deploys."""
         resources = template["Resources"]
         api = resources["RestAPI"]["Properties"]
         function = resources["APIHandler"]["Properties"]
         module, _, name = function["Handler"].rpartition(".")
         swagger = api["DefinitionBody"]
-        fields: dict[str, Any] = {
-            "binary_media_types": tuple(swagger["x-amazon-apigateway-binary-media-types"]),
-            "stage": api["StageName"],
-            "edge": api["EndpointConfiguration"] == "EDGE",
-            "routes": {
+        return cls(
+            binary_media_types=tuple(swagger["x-amazon-apigateway-binary-media-types"]),
+            stage=api["StageName"],
+            edge=api["EndpointConfiguration"] == "EDGE",
+            routes={
                 path: {method.upper(): op["x-amazon-apigateway-integration"]["type"] for method, op in methods.items()}
                 for path, methods in swagger["paths"].items()
             },
-            "handler": getattr(importlib.import_module(module), name),
-            "function_name": "APIHandler",
-            "memory_mb": int(function["MemorySize"]),
-            "timeout_ms": int(function["Timeout"]) * 1000,
-        }
-        return cls(**{**fields, **changes})
+            handler=getattr(importlib.import_module(module), name),
+            function_name="APIHandler",
+            memory_mb=int(function["MemorySize"]),
+            timeout_ms=int(function["Timeout"]) * 1000,
+        )
 
     @property
     def host(self) -> str:

@@ -249,6 +249,11 @@ def test_a_dsn_handed_out_leads_an_sdk_back_to_ingestion(gateway: Gateway, scene
     assert (
         dsn == f"https://{reply.json['public_key']}@{host}{prefix}/errortracking/api/v1/projects/{deployed.project_id}"
     )
+    listed = deployed.api("GET", "/client_keys", base=called)
+    assert [key["sentry_dsn"] for key in listed.json] == [
+        f"https://{key['public_key']}@{host}{prefix}/errortracking/api/v1/projects/{deployed.project_id}"
+        for key in listed.json
+    ]
     auth = Dsn(dsn).to_auth()
     event = exception_event()
     sdk_event = gateway.event(
