@@ -33,6 +33,7 @@ from sentry_sdk.utils import Dsn
 
 from chalicelib.ingest import ingestion
 from tests.conftest import PROJECT_DIR, Api, Reply, Scene
+from tests.table import as_text, raw_items
 from tests.wire import PAYLOAD_TOO_LARGE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -500,7 +501,6 @@ def test_sensitive_values_an_event_carries_never_reach_the_table(ctx: Ctx) -> No
     """What Relay's default data scrubbing removes is not stored: every item of the table, event
     payloads decompressed, is searched for each secret the event carried."""
     from tests.ingest.test_fidelity import SECRETS, SENSITIVE
-    from tests.test_secrets import _as_text, raw_items
 
     event = {"event_id": uuid.uuid4().hex, "platform": "python", **SENSITIVE}
     reply = ctx.send(gzip.compress(event_envelope(event)), encoding="gzip")
@@ -509,7 +509,7 @@ def test_sensitive_values_an_event_carries_never_reach_the_table(ctx: Ctx) -> No
     for item in raw_items():
         if item.get("kind") == "event":
             texts.append(zlib.decompress(item.pop("payload").value).decode())
-        texts.append(_as_text(item))
+        texts.append(as_text(item))
     stored = "\n".join(texts)
     assert "charge of card" in stored  # the event is there
     assert [secret for secret in SECRETS if secret in stored] == []
