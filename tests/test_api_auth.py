@@ -24,14 +24,19 @@ from chalicelib import accounts, config
 from tests.conftest import Api, Reply, Scene
 from tests.wire import (
     BLOCKED,
+    ERROR_NOT_FOUND,
     EXPIRED,
     FORBIDDEN,
     INSUFFICIENT_SCOPE,
     KEY_NOT_FOUND,
+    NO_SENTRY_KEY,
+    OTHER_PROJECTS_KEY,
     PROJECT_NOT_FOUND,
     REVOKED,
     SETTING_NOT_FOUND,
     UNAUTHORIZED,
+    UNKNOWN_KEY,
+    UNKNOWN_PROJECT,
 )
 
 SETTINGS = "/api/v4/projects/{id}/error_tracking/settings"
@@ -50,11 +55,6 @@ PUBLIC_ROUTES = [
     ("GET", OPENAPI),
 ]
 
-ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
-NO_SENTRY_KEY = {"message": "400 Bad request - no sentry_key in the X-Sentry-Auth header or the query string"}
-OTHER_PROJECTS_KEY = {"message": "403 Forbidden - the client key belongs to another project"}
-UNKNOWN_PROJECT = {"message": "403 Forbidden - unknown project"}
-UNKNOWN_KEY = {"message": "403 Forbidden - unknown client key"}
 NOT_FOUND = {"message": "404 Not Found"}
 
 SETTING_ON = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}

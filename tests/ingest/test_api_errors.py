@@ -21,7 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import Api, Reply, Scene
-from tests.wire import CLIENT_KEY_FIELDS, FORBIDDEN, INSUFFICIENT_SCOPE, KEY_NOT_FOUND, PROJECT_NOT_FOUND
+from tests.wire import (
+    CLIENT_KEY_FIELDS,
+    FORBIDDEN,
+    INACTIVE_KEY,
+    INSUFFICIENT_SCOPE,
+    KEY_NOT_FOUND,
+    PROJECT_NOT_FOUND,
+)
 
 PUBLIC_URL = "http://errors.example.test"  # set by conftest
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -990,7 +997,7 @@ def test_deactivating_the_only_key_then_saving_the_setting_creates_a_new_active_
         },
         body=envelope(exception_event()),
     )
-    assert old.status == 403, old.body
+    assert (old.status, old.json) == (403, INACTIVE_KEY), old.body
     # Saving again with an active key in place creates no other.
     assert ctx.api.put(SETTINGS.format(ctx.project_id), form={"active": "true", "integrated": "true"}).status == 200
     assert len(ctx.client_keys()) == 2
