@@ -42,6 +42,7 @@ from tests.wire import (
     NOT_INTEGRATED,
     OTHER_PROJECTS_KEY,
     PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
     TRACKING_DISABLED,
     UNKNOWN_KEY,
     UNKNOWN_PROJECT,
@@ -545,7 +546,7 @@ def test_a_secret_part_in_the_auth_header_is_ignored(ctx: Ctx) -> None:
     event = exception_event()
     auth = f"Sentry sentry_version=7, sentry_key={ctx.public_key}, sentry_secret=whatever, sentry_client=go/0.1"
     reply = ctx.send(event_envelope(event), auth=auth)
-    assert reply.status == 200, reply.body
+    assert (reply.status, reply.json) == (200, {"id": event["event_id"]}), reply.body
 
 
 # 400
@@ -824,17 +825,19 @@ def test_over_the_key_rate_limit_is_429_with_sentry_rate_limit_headers(ctx: Ctx)
     wait_for_room_in_the_minute()
     ctx.ok(exception_event("ValueError"))
     ctx.ok(exception_event("KeyError"))
+    before = ingested()
     for _ in range(2):  # the first refusal, then the remembered one
         reply = ctx.send_event(exception_event("TypeError"))
-        assert reply.status == 429, reply.body
+        assert_refused(reply, 429, RATE_LIMITED)
         retry_after = reply.headers["retry-after"]
         assert retry_after.isdigit() and 1 <= int(retry_after) <= 60, retry_after
         assert reply.headers["x-sentry-rate-limits"] == f"{retry_after}:error:key"
+    assert_nothing_stored(ctx, before)  # the window's count included: a refusal spends nothing
     # Envelopes without an event item are not counted and never refused.
-    reply = ctx.send(envelope(item("client_report", CLIENT_REPORT)))
-    assert reply.status == 200, reply.body
-    reply = ctx.send(envelope(item("session", SESSION)))
-    assert reply.status == 200, reply.body
+    for items in (item("client_report", CLIENT_REPORT), item("session", SESSION)):
+        header_id = uuid.uuid4().hex
+        reply = ctx.send(envelope(items, header={"event_id": header_id}))
+        assert (reply.status, reply.json) == (200, {"id": header_id}), reply.body
     listed = ctx.all_errors()
     assert sorted((e["title"].split(":")[0], e["count"]) for e in listed) == [("KeyError", 1), ("ValueError", 1)]
 
@@ -845,16 +848,17 @@ def test_rate_limit_of_one_key_leaves_another_key_alone(ctx: Ctx) -> None:
     ctx.patch_key({"rate_limit_count": "1", "rate_limit_window": "60"})
     wait_for_room_in_the_minute()
     ctx.ok(exception_event())
-    assert ctx.send_event(exception_event()).status == 429
-    reply = ctx.send_event(exception_event(), key=second.json["public_key"])
-    assert reply.status == 200, reply.body
+    assert_refused(ctx.send_event(exception_event()), 429, RATE_LIMITED)
+    event = exception_event()
+    reply = ctx.send_event(event, key=second.json["public_key"])
+    assert (reply.status, reply.json) == (200, {"id": event["event_id"]}), reply.body
 
 
 def test_removing_the_rate_limit_lifts_the_refusal(ctx: Ctx) -> None:
     ctx.patch_key({"rate_limit_count": "1", "rate_limit_window": "60"})
     wait_for_room_in_the_minute()
     ctx.ok(exception_event())
-    assert ctx.send_event(exception_event()).status == 429
+    assert_refused(ctx.send_event(exception_event()), 429, RATE_LIMITED)
     key = ctx.patch_key({"rate_limit_count": "", "rate_limit_window": ""})
     assert (key["rate_limit_count"], key["rate_limit_window"]) == (None, None)
     ctx.ok(exception_event())
