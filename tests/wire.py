@@ -3,6 +3,7 @@ spelling, and the fields of each entity in their order."""
 
 from __future__ import annotations
 
+import json
 import re
 
 UNAUTHORIZED = {"message": "401 Unauthorized"}
@@ -27,6 +28,18 @@ KEY_NOT_FOUND = {"message": "404 Not found"}  # lower-case f, as GitLab's client
 PAYLOAD_TOO_LARGE = {"message": "413 Payload Too Large"}
 UNAVAILABLE = {"message": "503 Service Unavailable"}
 ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
+METHOD_NOT_ALLOWED = {"message": "405 Method Not Allowed"}
+NOT_AN_OBJECT = {"error": "The request body must be a JSON object"}
+
+
+def not_json(body: str) -> dict[str, str]:
+    """The 400 for a JSON body that does not parse: the decoder's own account of where follows."""
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        return {"error": f"The request body is not valid JSON: {exc}"}
+    raise AssertionError(f"{body!r} is valid JSON")
+
 
 # What a DSN's endpoint refuses with, each naming the reason the SDK's user reads in its log
 # (GitLab's collector answers a bare 404 instead; see README, "Where we differ").
