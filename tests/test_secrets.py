@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import boto3
 import pytest
-from boto3.dynamodb.types import Binary, TypeDeserializer
 
-from chalicelib import accounts, config, models
+from chalicelib import accounts
 from chalicelib.ingest import ingestion
 from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene
+from tests.table import as_text, raw_items
 from tests.test_faults import INTERNAL, Fault, store_faults
 from tests.wire import PAYLOAD_TOO_LARGE
 
@@ -38,30 +37,6 @@ ERRORS = "/api/v4/projects/{}/error_tracking/errors"
 INGEST = "/errortracking/api/v1/projects/api/{}/envelope/"
 URLSAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 MB = 1024 * 1024
-
-
-def raw_items() -> list[dict[str, Any]]:
-    """Every item of the table as DynamoDB holds it."""
-    client = boto3.client("dynamodb", region_name=config.region())
-    deserializer = TypeDeserializer()
-    items = []
-    for page in client.get_paginator("scan").paginate(TableName=models.Entity.Meta.table_name, ConsistentRead=True):
-        items += [{name: deserializer.deserialize(value) for name, value in raw.items()} for raw in page["Items"]]
-    return items
-
-
-def _as_text(value: Any) -> str:
-    """Everything an item holds, binary values included, as one searchable text."""
-    if isinstance(value, Binary):
-        wrapped: Any = value  # its stub misses .value
-        value = wrapped.value
-    if isinstance(value, bytes):
-        return value.decode("latin-1") + " " + base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return " ".join(f"{k} {_as_text(v)}" for k, v in value.items())
-    if isinstance(value, list | set | tuple):
-        return " ".join(_as_text(v) for v in value)
-    return str(value)
 
 
 def disguises(secret: str) -> list[str]:
@@ -112,7 +87,7 @@ def test_the_table_holds_only_the_sha256_of_each_token_never_the_token(scene: Sc
         "expiring": accounts.create_token("bob", expires_at="2099-01-01")[1],
     }
     items = raw_items()
-    text = "\n".join(_as_text(item) for item in items)
+    text = "\n".join(as_text(item) for item in items)
     assert found_in(text, tokens) == []
     assert found_in(text, {name: token.removeprefix("glpat-") for name, token in tokens.items()}) == []
     stored_keys = {item["pk"] for item in items if item.get("kind") == "token"}
@@ -160,7 +135,7 @@ def test_a_sentry_token_is_never_stored_in_the_clear_nor_echoed(ctx: Ctx) -> Non
     setting = [item for item in items if item.get("kind") == "setting"]
     assert len(setting) == 1 and setting[0].get("encrypted_token")  # kept, but only as ciphertext
     for item in items:
-        assert found_in(_as_text(item), {"sentry token": sentry_token}) == [], item["pk"]
+        assert found_in(as_text(item), {"sentry token": sentry_token}) == [], item["pk"]
 
 
 # Logs

@@ -7,6 +7,10 @@ import json
 import pytest
 
 from tests.conftest import Api, Scene
+from tests.wire import SETTING_NOT_FOUND, UNAUTHORIZED
+
+SETTINGS = "/api/v4/projects/1/error_tracking/settings"
+KEYS = "/api/v4/projects/1/error_tracking/client_keys"
 
 
 def _lines(out: str) -> list[dict[str, object]]:
@@ -20,8 +24,10 @@ def test_one_line_per_request_with_route_status_calls_and_user(
     token = scene.maintainer(project)
     user_id = 1
     capsys.readouterr()
-    api.get("/api/v4/projects/1/error_tracking/settings", token=token)
-    api.get("/api/v4/projects/1/error_tracking/settings", token="glpat-not-a-token")
+    reply = api.get(SETTINGS, token=token)
+    assert (reply.status, reply.json) == (404, SETTING_NOT_FOUND)
+    reply = api.get(SETTINGS, token="glpat-not-a-token")
+    assert (reply.status, reply.json) == (401, UNAUTHORIZED)
     lines = _lines(capsys.readouterr().out)
     assert len(lines) == 2
     found, refused = lines
@@ -35,8 +41,9 @@ def test_one_line_per_request_with_route_status_calls_and_user(
 def test_no_secret_reaches_the_log(api: Api, scene: Scene, capfd: pytest.CaptureFixture[str]) -> None:
     project = scene.project("acme/shop")
     token = scene.maintainer(project)
-    api.put(
-        "/api/v4/projects/1/error_tracking/settings",
+    capfd.readouterr()
+    saved = api.put(
+        SETTINGS,
         token=token,
         form={
             "active": "true",
@@ -47,13 +54,37 @@ def test_no_secret_reaches_the_log(api: Api, scene: Scene, capfd: pytest.Capture
             "token": "sntrys_do_not_log_me",
         },
     )
-    api.post("/api/v4/projects/1/error_tracking/client_keys", token=token)
-    keys = api.get("/api/v4/projects/1/error_tracking/client_keys", token=token).json
-    assert len(keys) == 1
-    api.get(f"/api/v4/projects/1/error_tracking/client_keys?private_token={token}")
-    api.get("/api/v4/user", headers={"Authorization": f"Bearer {token}"})
+    # Refused, the Sentry token would never reach the code that encrypts and stores it, whose
+    # logging is what this test scans.
+    assert (saved.status, saved.json) == (
+        200,
+        {
+            "active": True,
+            "project_name": "P",
+            "sentry_external_url": "https://8.8.8.8/o/p/",
+            "api_url": "https://8.8.8.8/api/0/projects/o/p/",
+            "integrated": False,
+        },
+    )
+    created = api.post(KEYS, token=token)
+    assert created.status == 201, created.body
+    listed = api.get(KEYS, token=token)
+    assert (listed.status, listed.json) == (200, [created.json])
+    # The token in the query string and in a Bearer header: each must have authenticated the request.
+    by_query = api.get(f"{KEYS}?private_token={token}")
+    assert (by_query.status, by_query.json) == (200, [created.json])
+    me = api.get("/api/v4/user", headers={"Authorization": f"Bearer {token}"})
+    assert (me.status, me.json["username"]) == (200, "maintainer")
     out, err = capfd.readouterr()
-    for secret in [token, "sntrys_do_not_log_me", *(k["public_key"] for k in keys)]:
+    # Every request was logged where this test looks, or finding no secret there would prove nothing.
+    assert [(line["method"], line["status"]) for line in _lines(out)] == [
+        ("PUT", 200),
+        ("POST", 201),
+        ("GET", 200),
+        ("GET", 200),
+        ("GET", 200),
+    ]
+    for secret in [token, "sntrys_do_not_log_me", created.json["public_key"]]:
         assert secret not in out
         assert secret not in err
 

@@ -3,6 +3,7 @@ spelling, and the fields of each entity in their order."""
 
 from __future__ import annotations
 
+import json
 import re
 
 UNAUTHORIZED = {"message": "401 Unauthorized"}
@@ -26,6 +27,31 @@ SETTING_NOT_FOUND = {"message": "404 Error Tracking Setting Not Found"}
 KEY_NOT_FOUND = {"message": "404 Not found"}  # lower-case f, as GitLab's client key endpoint writes it
 PAYLOAD_TOO_LARGE = {"message": "413 Payload Too Large"}
 UNAVAILABLE = {"message": "503 Service Unavailable"}
+ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
+METHOD_NOT_ALLOWED = {"message": "405 Method Not Allowed"}
+NOT_AN_OBJECT = {"error": "The request body must be a JSON object"}
+
+
+def not_json(body: str) -> dict[str, str]:
+    """The 400 for a JSON body that does not parse: the decoder's own account of where follows."""
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        return {"error": f"The request body is not valid JSON: {exc}"}
+    raise AssertionError(f"{body!r} is valid JSON")
+
+
+# What a DSN's endpoint refuses with, each naming the reason the SDK's user reads in its log
+# (GitLab's collector answers a bare 404 instead; see README, "Where we differ").
+NO_SENTRY_KEY = {"message": "400 Bad request - no sentry_key in the X-Sentry-Auth header or the query string"}
+UNKNOWN_PROJECT = {"message": "403 Forbidden - unknown project"}  # a project id that is not a number
+UNKNOWN_KEY = {"message": "403 Forbidden - unknown client key"}
+OTHER_PROJECTS_KEY = {"message": "403 Forbidden - the client key belongs to another project"}
+INACTIVE_KEY = {"message": "403 Forbidden - the client key is inactive"}
+NO_SETTING = {"message": "403 Forbidden - error tracking is not set up for this project"}
+TRACKING_DISABLED = {"message": "403 Forbidden - error tracking is disabled for this project"}
+NOT_INTEGRATED = {"message": "403 Forbidden - integrated error tracking is not enabled for this project"}
+RATE_LIMITED = {"message": "429 Too Many Requests"}
 
 SETTING_FIELDS = ["active", "project_name", "sentry_external_url", "api_url", "integrated"]
 # GitLab's four, then what this service adds.

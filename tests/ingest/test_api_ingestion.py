@@ -13,6 +13,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import secrets
 import time
 import uuid
@@ -33,7 +34,19 @@ from sentry_sdk.utils import Dsn
 
 from chalicelib.ingest import ingestion
 from tests.conftest import PROJECT_DIR, Api, Reply, Scene
-from tests.wire import PAYLOAD_TOO_LARGE
+from tests.table import as_text, raw_items
+from tests.wire import (
+    INACTIVE_KEY,
+    NO_SENTRY_KEY,
+    NO_SETTING,
+    NOT_INTEGRATED,
+    OTHER_PROJECTS_KEY,
+    PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
+    TRACKING_DISABLED,
+    UNKNOWN_KEY,
+    UNKNOWN_PROJECT,
+)
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
 KEYS = "/api/v4/projects/{}/error_tracking/client_keys"
@@ -252,9 +265,9 @@ class Ctx:
         return entity
 
 
-def later() -> None:
-    """Let an error go quiet (100 ms without events), so that its next event is stored and counted at once."""
-    time.sleep(0.15)
+# No test here waits between two events of one error: each is stored and counted at once while the
+# error's roll-up token bucket lasts (tracked_errors: BURST roll-ups, REFILL_PER_SECOND more a
+# second), and only the noisy-error tests send more than a handful of one error.
 
 
 def set_up_project(api: Api, scene: Scene, token: str, project_id: int) -> tuple[int, str]:
@@ -274,8 +287,24 @@ def ctx(api: Api, scene: Scene) -> Ctx:
     return Ctx(api, scene, token, int(project.project_id), key_id, public_key)
 
 
-def assert_nothing_stored(ctx: Ctx) -> None:
-    assert ctx.all_errors() == []
+# Every kind of item ingestion writes: errors, their shards, events, event-id claims, and the
+# rate-limit windows of keys.
+INGESTED_KINDS = ("error", "errorshard", "event", "eventid", "ratewindow")
+
+
+def ingested() -> list[dict[str, Any]]:
+    """The items of INGESTED_KINDS as DynamoDB holds them, in key order: what the errors API shows
+    is only part of it (a shard's pending count, a claimed event id or a spent rate limit is not)."""
+    items = [item for item in raw_items() if item.get("kind") in INGESTED_KINDS]
+    return sorted(items, key=lambda item: (str(item["pk"]), str(item["sk"])))
+
+
+def assert_nothing_stored(ctx: Ctx, before: list[dict[str, Any]] | None = None) -> None:
+    """Nothing of the refused requests reached the table: its ingested items are those of
+    ``before`` (taken with :func:`ingested` before them), or none at all."""
+    assert ingested() == (before or [])
+    if not before:
+        assert ctx.all_errors() == []
 
 
 # 200: what is accepted
@@ -437,7 +466,6 @@ def test_event_times_in_every_form_sdks_send(ctx: Ctx) -> None:
     forms = [moment.isoformat(), moment.isoformat().replace("+00:00", "Z"), moment.timestamp(), str(moment.timestamp())]
     for form in forms:
         ctx.ok(exception_event(timestamp=form))
-        later()
     (error,) = ctx.all_errors()
     times = {dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in ctx.events(error["id"])}
     assert times == {moment}
@@ -500,7 +528,6 @@ def test_sensitive_values_an_event_carries_never_reach_the_table(ctx: Ctx) -> No
     """What Relay's default data scrubbing removes is not stored: every item of the table, event
     payloads decompressed, is searched for each secret the event carried."""
     from tests.ingest.test_fidelity import SECRETS, SENSITIVE
-    from tests.test_secrets import _as_text, raw_items
 
     event = {"event_id": uuid.uuid4().hex, "platform": "python", **SENSITIVE}
     reply = ctx.send(gzip.compress(event_envelope(event)), encoding="gzip")
@@ -509,7 +536,7 @@ def test_sensitive_values_an_event_carries_never_reach_the_table(ctx: Ctx) -> No
     for item in raw_items():
         if item.get("kind") == "event":
             texts.append(zlib.decompress(item.pop("payload").value).decode())
-        texts.append(_as_text(item))
+        texts.append(as_text(item))
     stored = "\n".join(texts)
     assert "charge of card" in stored  # the event is there
     assert [secret for secret in SECRETS if secret in stored] == []
@@ -519,78 +546,145 @@ def test_a_secret_part_in_the_auth_header_is_ignored(ctx: Ctx) -> None:
     event = exception_event()
     auth = f"Sentry sentry_version=7, sentry_key={ctx.public_key}, sentry_secret=whatever, sentry_client=go/0.1"
     reply = ctx.send(event_envelope(event), auth=auth)
-    assert reply.status == 200, reply.body
+    assert (reply.status, reply.json) == (200, {"id": event["event_id"]}), reply.body
 
 
 # 400
 
+# A body that fails to decompress is told so, followed by the decompressor's own words.
+UNDECOMPRESSABLE = re.compile(r"400 Bad request - the body could not be decompressed: \S.*")
 
-def bad_request_cases() -> list[tuple[str, dict[str, Any], bytes | None]]:
-    """(what is wrong, how it is sent, the body: None for a good event envelope)."""
+
+def bad_request_cases() -> list[tuple[str, dict[str, Any], bytes | None, str | re.Pattern[str]]]:
+    """(what is wrong, how it is sent, the body: None for a good event envelope, the message)."""
     event_bytes = json.dumps(exception_event()).encode()
     header = b'{"event_id":"' + uuid.uuid4().hex.encode() + b'"}\n'
     truncated = header + b'{"type":"event","length":' + str(len(event_bytes) + 50).encode() + b"}\n" + event_bytes
+    bad = "400 Bad request - "
     return [
-        ("no-key", {"key": None}, b""),
-        ("auth-without-key", {"key": None, "auth": "Sentry sentry_version=7, sentry_client=x"}, None),
-        ("empty-body", {}, b""),
-        ("blank-body", {}, b"\n\n"),
-        ("truncated-envelope", {}, truncated),
-        ("non-json-header", {}, b"this is not json\n"),
-        ("non-json-event", {}, header + b'{"type":"event"}\n{"exception": broken\n'),
-        ("event-not-an-object", {}, header + b'{"type":"event","length":2}\n[]\n'),
-        ("item-header-not-an-object", {}, header + b"[1,2]\n{}\n"),
-        ("bad-gzip", {"encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage that is not gzip"),
-        ("truncated-gzip", {"encoding": "gzip"}, gzip.compress(header + event_bytes)[:-30]),
-        ("bad-brotli", {"encoding": "br"}, b"definitely not brotli"),
-        ("bad-deflate", {"encoding": "deflate"}, b"\x78\x9cnot deflate"),
-        ("store-empty", {"endpoint": "store", "content_type": "application/json"}, b""),
-        ("store-non-json", {"endpoint": "store", "content_type": "application/json"}, b"{not json"),
-        ("event-not-utf8", {}, header + item("event", b'{"message": "caf\xe9"}')),
-        ("store-not-object", {"endpoint": "store", "content_type": "application/json"}, b"[1]"),
+        ("no-key", {"key": None}, b"", NO_SENTRY_KEY["message"]),
+        (
+            "auth-without-key",
+            {"key": None, "auth": "Sentry sentry_version=7, sentry_client=x"},
+            None,
+            NO_SENTRY_KEY["message"],
+        ),
+        ("empty-body", {}, b"", bad + "the body is empty"),
+        ("blank-body", {}, b"\n\n", bad + "the body is empty"),
+        ("truncated-envelope", {}, truncated, bad + "the envelope is truncated: an item is shorter than its length"),
+        ("non-json-header", {}, b"this is not json\n", bad + "the envelope header is not valid JSON"),
+        (
+            "non-json-event",
+            {},
+            header + b'{"type":"event"}\n{"exception": broken\n',
+            bad + "the event item is not valid JSON",
+        ),
+        (
+            "event-not-an-object",
+            {},
+            header + b'{"type":"event","length":2}\n[]\n',
+            bad + "an event item is not a JSON object",
+        ),
+        ("item-header-not-an-object", {}, header + b"[1,2]\n{}\n", bad + "an item header has no type"),
+        (
+            "nested-too-deeply",
+            {},
+            header + item("event", b'{"a":' * 100 + b"1" + b"}" * 100),
+            bad + "the event item is nested too deeply",
+        ),
+        ("bad-gzip", {"encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage that is not gzip", UNDECOMPRESSABLE),
+        (
+            "truncated-gzip",
+            {"encoding": "gzip"},
+            gzip.compress(header + event_bytes)[:-30],
+            bad + "the compressed body is truncated",
+        ),
+        ("bad-brotli", {"encoding": "br"}, b"definitely not brotli", UNDECOMPRESSABLE),
+        ("bad-deflate", {"encoding": "deflate"}, b"\x78\x9cnot deflate", UNDECOMPRESSABLE),
+        ("store-empty", {"endpoint": "store", "content_type": "application/json"}, b"", bad + "the body is empty"),
+        (
+            "store-non-json",
+            {"endpoint": "store", "content_type": "application/json"},
+            b"{not json",
+            bad + "the event is not valid JSON",
+        ),
+        (
+            "event-not-utf8",
+            {},
+            header + item("event", b'{"message": "caf\xe9"}'),
+            bad + "the event item is not valid JSON",
+        ),
+        (
+            "store-not-object",
+            {"endpoint": "store", "content_type": "application/json"},
+            b"[1]",
+            bad + "the event is not a JSON object",
+        ),
     ]
 
 
 def test_unreadable_requests_are_400_saying_what_is_wrong(ctx: Ctx) -> None:
-    for name, kw, body in bad_request_cases():
+    # A limit on the key: a request refused before the rate check must not spend any of it either.
+    ctx.patch_key({"rate_limit_count": "100", "rate_limit_window": "60"})
+    actual: dict[str, tuple[int, Any]] = {}
+    expected: dict[str, tuple[int, Any]] = {}
+    for name, kw, body, message in bad_request_cases():
         reply = ctx.send(event_envelope(exception_event()) if body is None else body, **kw)
-        assert reply.status == 400, (name, reply.status, reply.body)
-        assert list(reply.json) == ["message"], name
-        message = reply.json["message"]
-        assert message.startswith("400 Bad request - ") and len(message) > len("400 Bad request - "), (name, message)
+        actual[name] = (reply.status, reply.json)
+        if isinstance(message, re.Pattern):
+            told = reply.json.get("message") if isinstance(reply.json, dict) else None
+            message = told if isinstance(told, str) and message.fullmatch(told) else message.pattern
+        expected[name] = (400, {"message": message})
+    assert actual == expected
     assert_nothing_stored(ctx)
 
 
 def test_deeply_nested_json_is_400_not_a_crash(ctx: Ctx) -> None:
+    # Deeper than the JSON decoder's recursion limit.
     deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
     reply = ctx.send(envelope(item("event", deep)))
     assert reply.status == 400, reply.body
-    assert reply.json["message"].startswith("400 Bad request - ")
+    assert list(reply.json) == ["message"], reply.body
+    assert_nothing_stored(ctx)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="JSON nested deeper than the decoder's recursion limit (about 1,000 levels) is answered "
+    "'the event item is not valid JSON' (envelopes.parse_json turns the RecursionError into that), "
+    "though it is valid JSON; 65 to about 1,000 levels are told 'nested too deeply'",
+)
+def test_json_nested_deeper_than_the_decoder_goes_is_told_it_is_nested_too_deeply(ctx: Ctx) -> None:
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    reply = ctx.send(envelope(item("event", deep)))
+    assert (reply.status, reply.json) == (400, {"message": "400 Bad request - the event item is nested too deeply"})
 
 
 # 403
 
 
-def assert_forbidden(reply: Reply) -> None:
-    assert reply.status == 403, reply.body
-    assert list(reply.json) == ["message"]
-    message = reply.json["message"]
-    assert message.startswith("403 Forbidden - ") and len(message) > len("403 Forbidden - "), message
+def assert_refused(reply: Reply, status: int, body: dict[str, str]) -> None:
+    """The exact answer: its body is the reason the SDK logs for its user."""
+    assert (reply.status, reply.json) == (status, body), (reply.status, reply.body)
+    assert reply.headers["content-type"] == "application/json", reply.headers
 
 
 def test_unknown_key_is_403(ctx: Ctx) -> None:
-    assert_forbidden(ctx.send_event(exception_event(), key="glet_" + "0" * 32))
-    assert_forbidden(ctx.send_event(exception_event(), key=None, query="?sentry_key=nonsense"))
+    assert_refused(ctx.send_event(exception_event(), key="glet_" + "0" * 32), 403, UNKNOWN_KEY)
+    assert_refused(ctx.send_event(exception_event(), key=None, query="?sentry_key=nonsense"), 403, UNKNOWN_KEY)
     assert_nothing_stored(ctx)
 
 
 def test_deactivated_key_is_refused_at_once_and_accepted_again_when_reactivated(ctx: Ctx) -> None:
     ctx.ok(exception_event())
+    # A limit on the key: the refusal comes before the rate check and must not spend any of it.
+    ctx.patch_key({"rate_limit_count": "100", "rate_limit_window": "60"})
     assert ctx.patch_key({"active": "false"})["active"] is False
-    assert_forbidden(ctx.send_event(exception_event()))
+    before = ingested()
+    assert_refused(ctx.send_event(exception_event()), 403, INACTIVE_KEY)
+    assert_nothing_stored(ctx, before)
     assert ctx.only_error()["count"] == 1
     assert ctx.patch_key({"active": "true"})["active"] is True
-    later()
     ctx.ok(exception_event())
     assert ctx.only_error()["count"] == 2
 
@@ -598,16 +692,18 @@ def test_deactivated_key_is_refused_at_once_and_accepted_again_when_reactivated(
 def test_deleted_key_is_refused(ctx: Ctx) -> None:
     reply = ctx.api.delete(KEY.format(ctx.project_id, ctx.key_id), token=ctx.token)
     assert reply.status == 200, reply.body
-    assert_forbidden(ctx.send_event(exception_event()))
+    # Deleting a key deletes the claim of its public key: it is unknown from then on.
+    assert_refused(ctx.send_event(exception_event()), 403, UNKNOWN_KEY)
+    assert_nothing_stored(ctx)
 
 
 def test_key_of_another_project_is_403_and_stores_nothing_in_either(ctx: Ctx) -> None:
     other = ctx.scene.project("other/app")
     ctx.scene.member(other, "maintainer", "maintainer")
     _, other_key = set_up_project(ctx.api, ctx.scene, ctx.token, int(other.project_id))
-    assert_forbidden(ctx.send_event(exception_event(), key=other_key))
-    assert_forbidden(ctx.send_event(exception_event(), project=int(other.project_id)))
-    assert_nothing_stored(ctx)
+    assert_refused(ctx.send_event(exception_event(), key=other_key), 403, OTHER_PROJECTS_KEY)
+    assert_refused(ctx.send_event(exception_event(), project=int(other.project_id)), 403, OTHER_PROJECTS_KEY)
+    assert_nothing_stored(ctx)  # the table holds the items of both projects
     assert ctx.all_errors(int(other.project_id)) == []
 
 
@@ -617,14 +713,15 @@ def test_project_without_a_setting_is_403(ctx: Ctx) -> None:
     created = ctx.api.post(KEYS.format(int(other.project_id)), token=ctx.token)  # no setting needed for keys
     assert created.status == 201, created.body
     reply = ctx.send_event(exception_event(), key=created.json["public_key"], project=int(other.project_id))
-    assert_forbidden(reply)
+    assert_refused(reply, 403, NO_SETTING)
+    assert_nothing_stored(ctx)
     assert ctx.all_errors(int(other.project_id)) == []
 
 
 def test_inactive_setting_is_403_and_active_again_is_200(ctx: Ctx) -> None:
     reply = ctx.api.patch(SETTINGS.format(ctx.project_id), form={"active": "false"}, token=ctx.token)
     assert reply.status == 200, reply.body
-    assert_forbidden(ctx.send_event(exception_event()))
+    assert_refused(ctx.send_event(exception_event()), 403, TRACKING_DISABLED)
     assert_nothing_stored(ctx)
     reply = ctx.api.patch(SETTINGS.format(ctx.project_id), form={"active": "true"}, token=ctx.token)
     assert reply.status == 200, reply.body
@@ -647,7 +744,7 @@ def test_setting_not_integrated_is_403(ctx: Ctx) -> None:
     )
     assert reply.status == 200, reply.body
     assert reply.json["integrated"] is False
-    assert_forbidden(ctx.send_event(exception_event()))
+    assert_refused(ctx.send_event(exception_event()), 403, NOT_INTEGRATED)
     assert_nothing_stored(ctx)
 
 
@@ -658,12 +755,25 @@ def test_integrated_error_tracking_switched_off_for_the_deployment_is_403(
 
     monkeypatch.setenv("ERRORTRACKING_INTEGRATED", "false")
     config.get_config.cache_clear()
-    assert_forbidden(ctx.send_event(exception_event()))
+    assert_refused(ctx.send_event(exception_event()), 403, NOT_INTEGRATED)
+    assert_nothing_stored(ctx)
 
 
 def test_unknown_project_is_403(ctx: Ctx) -> None:
-    for project in ("999", "abc", "0x1", "1.0", "%31"):
-        assert_forbidden(ctx.send_event(exception_event(), project=project))
+    # A number is a project id however unknown, and the key (project 1's) is checked against it
+    # first; anything else names no project at all.
+    answers = {
+        "999": OTHER_PROJECTS_KEY,
+        "abc": UNKNOWN_PROJECT,
+        "0x1": UNKNOWN_PROJECT,
+        "1.0": UNKNOWN_PROJECT,
+        "%31": UNKNOWN_PROJECT,  # handed over undecoded by the test client
+    }
+    actual: dict[str, tuple[int, Any]] = {}
+    for project in answers:
+        reply = ctx.send_event(exception_event(), project=project)
+        actual[project] = (reply.status, reply.json)
+    assert actual == {project: (403, body) for project, body in answers.items()}
     assert_nothing_stored(ctx)
 
 
@@ -715,17 +825,19 @@ def test_over_the_key_rate_limit_is_429_with_sentry_rate_limit_headers(ctx: Ctx)
     wait_for_room_in_the_minute()
     ctx.ok(exception_event("ValueError"))
     ctx.ok(exception_event("KeyError"))
+    before = ingested()
     for _ in range(2):  # the first refusal, then the remembered one
         reply = ctx.send_event(exception_event("TypeError"))
-        assert reply.status == 429, reply.body
+        assert_refused(reply, 429, RATE_LIMITED)
         retry_after = reply.headers["retry-after"]
         assert retry_after.isdigit() and 1 <= int(retry_after) <= 60, retry_after
         assert reply.headers["x-sentry-rate-limits"] == f"{retry_after}:error:key"
+    assert_nothing_stored(ctx, before)  # the window's count included: a refusal spends nothing
     # Envelopes without an event item are not counted and never refused.
-    reply = ctx.send(envelope(item("client_report", CLIENT_REPORT)))
-    assert reply.status == 200, reply.body
-    reply = ctx.send(envelope(item("session", SESSION)))
-    assert reply.status == 200, reply.body
+    for items in (item("client_report", CLIENT_REPORT), item("session", SESSION)):
+        header_id = uuid.uuid4().hex
+        reply = ctx.send(envelope(items, header={"event_id": header_id}))
+        assert (reply.status, reply.json) == (200, {"id": header_id}), reply.body
     listed = ctx.all_errors()
     assert sorted((e["title"].split(":")[0], e["count"]) for e in listed) == [("KeyError", 1), ("ValueError", 1)]
 
@@ -736,16 +848,17 @@ def test_rate_limit_of_one_key_leaves_another_key_alone(ctx: Ctx) -> None:
     ctx.patch_key({"rate_limit_count": "1", "rate_limit_window": "60"})
     wait_for_room_in_the_minute()
     ctx.ok(exception_event())
-    assert ctx.send_event(exception_event()).status == 429
-    reply = ctx.send_event(exception_event(), key=second.json["public_key"])
-    assert reply.status == 200, reply.body
+    assert_refused(ctx.send_event(exception_event()), 429, RATE_LIMITED)
+    event = exception_event()
+    reply = ctx.send_event(event, key=second.json["public_key"])
+    assert (reply.status, reply.json) == (200, {"id": event["event_id"]}), reply.body
 
 
 def test_removing_the_rate_limit_lifts_the_refusal(ctx: Ctx) -> None:
     ctx.patch_key({"rate_limit_count": "1", "rate_limit_window": "60"})
     wait_for_room_in_the_minute()
     ctx.ok(exception_event())
-    assert ctx.send_event(exception_event()).status == 429
+    assert_refused(ctx.send_event(exception_event()), 429, RATE_LIMITED)
     key = ctx.patch_key({"rate_limit_count": "", "rate_limit_window": ""})
     assert (key["rate_limit_count"], key["rate_limit_window"]) == (None, None)
     ctx.ok(exception_event())
@@ -761,7 +874,6 @@ def test_the_same_event_sent_twice_is_stored_once(ctx: Ctx, with_timestamp: bool
         del event["timestamp"]
     body = gzip.compress(event_envelope(event))
     for _ in range(2):  # the SDK (or a relay) sending it again a little later
-        later()
         reply = ctx.send(body, encoding="gzip")
         assert reply.status == 200, reply.body
         assert reply.json == {"id": event["event_id"]}
@@ -800,7 +912,6 @@ def test_event_id_with_dashes_is_normalized(ctx: Ctx) -> None:
 
 def test_same_type_and_culprit_with_different_values_is_one_error(ctx: Ctx) -> None:
     ctx.ok(exception_event("LookupError", "<Order object at 0x7f3a1c2d>"))
-    later()
     ctx.ok(exception_event("LookupError", "<Order object at 0x7f99ffee>"))
     error = ctx.only_error()
     assert error["count"] == 2
@@ -846,7 +957,6 @@ def test_a_resolved_error_that_happens_again_is_unresolved_again(ctx: Ctx) -> No
     reply = ctx.api.put(ERROR.format(ctx.project_id, error_id), form={"status": "resolved"}, token=ctx.token)
     assert reply.status == 200, reply.body
     assert ctx.errors() == []
-    later()
     ctx.ok(exception_event())
     listed = ctx.errors()
     assert [(e["id"], e["status"], e["count"]) for e in listed] == [(error_id, "unresolved", 2)]
@@ -858,7 +968,6 @@ def test_an_ignored_error_that_happens_again_stays_ignored(ctx: Ctx) -> None:
     error_id = ctx.only_error()["id"]
     reply = ctx.api.put(ERROR.format(ctx.project_id, error_id), form={"status": "ignored"}, token=ctx.token)
     assert reply.status == 200, reply.body
-    later()
     ctx.ok(exception_event())
     assert ctx.errors() == []
     assert [(e["id"], e["count"]) for e in ctx.errors("?status=ignored")] == [(error_id, 2)]
@@ -888,7 +997,6 @@ def test_a_message_only_event_is_listed_with_type_default(ctx: Ctx) -> None:
             "logentry": {"message": "Payment for %s took too long", "formatted": f"Payment for {user} took too long"},
         }
         ctx.ok(event)
-        later()
     error = ctx.only_error()
     assert error["type"] == "default"
     assert ctx.count(error["id"]) == 2  # grouped by the message template
@@ -996,10 +1104,12 @@ def test_one_event_of_a_quiet_error_costs_two_round_trips(ctx: Ctx, aws_calls: l
     reply = ctx.send(body)
     assert reply.status == 200, reply.body
     assert aws_calls == [("dynamodb", "BatchGetItem"), ("dynamodb", "TransactWriteItems")]
-    body = event_envelope(exception_event())
-    later()
+    event = exception_event()
     aws_calls.clear()
-    assert ctx.send(body).status == 200  # the same error again, once it is quiet: still two
+    # The same error again at once is stored too (a fresh shard, or a token of the error's roll-up
+    # bucket): still two.
+    reply = ctx.send(event_envelope(event))
+    assert (reply.status, reply.json) == (200, {"id": event["event_id"]})
     assert [op for _, op in aws_calls] == ["BatchGetItem", "TransactWriteItems"]
 
 
@@ -1015,8 +1125,8 @@ def test_one_event_with_a_rate_limited_key_costs_three(ctx: Ctx, aws_calls: list
 
 def test_a_refused_request_costs_at_most_one_round_trip(ctx: Ctx, aws_calls: list[tuple[str, str]]) -> None:
     aws_calls.clear()
-    assert ctx.send(b"").status == 400
-    assert ctx.send_event(exception_event(), key=None).status == 400
+    assert_refused(ctx.send(b""), 400, {"message": "400 Bad request - the body is empty"})
+    assert_refused(ctx.send_event(exception_event(), key=None), 400, NO_SENTRY_KEY)
     assert aws_calls == []
-    assert_forbidden(ctx.send_event(exception_event(), key="glet_" + "1" * 32))
+    assert_refused(ctx.send_event(exception_event(), key="glet_" + "1" * 32), 403, UNKNOWN_KEY)
     assert aws_calls == [("dynamodb", "BatchGetItem")]

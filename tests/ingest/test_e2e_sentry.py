@@ -40,6 +40,7 @@ from tests.test_e2e import (
     server,
     settings_path,
 )
+from tests.wire import INACTIVE_KEY, RATE_LIMITED
 
 __all__ = ["server"]  # the module-scoped server fixture: one server for this module
 
@@ -602,7 +603,10 @@ def test_a_deactivated_keys_events_are_refused_until_it_is_reactivated(server: S
         refused = ingest_statuses(server, mark)
         assert refused, f"no envelope POST was logged:\n{server.tail()}"
         assert refused == [403] * len(refused), refused  # the event (and the SDK's report of its loss)
-        assert any("Unexpected status code: 403" in m for m in log.complaints()), log.complaints()
+        # The SDK logs the body of each refusal: the reason is what its user reads.
+        told = f"Unexpected status code: 403 (body: {json.dumps(INACTIVE_KEY, separators=(',', ':')).encode()!r})"
+        failed_sends = [m for m in log.complaints() if m.startswith("Unexpected status code")]
+        assert failed_sends and set(failed_sends) == {told}, log.complaints()
         assert summary(list_errors(server, sink)) == summary(before)
 
         direct = requests.post(
@@ -611,8 +615,7 @@ def test_a_deactivated_keys_events_are_refused_until_it_is_reactivated(server: S
             headers={"Content-Type": "application/x-sentry-envelope", **sink.auth_header()},
             timeout=HTTP_TIMEOUT,
         )
-        assert direct.status_code == 403
-        assert str(direct.json()["message"]).startswith("403 Forbidden"), direct.text
+        assert (direct.status_code, direct.json()) == (403, INACTIVE_KEY), direct.text
 
         assert update_key(server, sink, active="true")["active"] is True
         log.clear()
@@ -663,7 +666,7 @@ def test_a_rate_limited_key_gets_429_with_retry_after_and_sentry_rate_limits(ser
             headers={"Content-Type": "application/x-sentry-envelope", **sink.auth_header()},
             timeout=HTTP_TIMEOUT,
         )
-        assert direct.status_code == 429, direct.text
+        assert (direct.status_code, direct.json()) == (429, RATE_LIMITED), direct.text
         retry_after = direct.headers.get("Retry-After", "")
         assert retry_after.isdigit() and 1 <= int(retry_after) <= 60, direct.headers
         assert direct.headers.get("X-Sentry-Rate-Limits") == f"{retry_after}:error:key", direct.headers
@@ -689,7 +692,7 @@ def test_a_browser_can_read_the_rate_limit_answer(server: Server) -> None:
     assert first.status_code == 200, first.text
     assert first.headers.get("Access-Control-Allow-Origin") == "*"
     refused = requests.post(url, data=body, headers=headers, timeout=HTTP_TIMEOUT)
-    assert refused.status_code == 429, refused.text
+    assert (refused.status_code, refused.json()) == (429, RATE_LIMITED), refused.text
     assert refused.headers.get("X-Sentry-Rate-Limits", "").endswith(":error:key"), refused.headers
     assert refused.headers.get("Access-Control-Allow-Origin") == "*", refused.headers
     exposed = {h.strip().lower() for h in refused.headers.get("Access-Control-Expose-Headers", "").split(",")}
