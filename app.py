@@ -180,8 +180,10 @@ def list_errors(id: str) -> Response:
 @requires(REPORTER, preload=(Preload.ERROR,))
 def get_error(id: str, error_id: str) -> Response:
     error = _current_error()
-    latest, pending = tracked_errors.latest_event_and_pending(error)
-    return _json(entities.error_detail(error, current_project(), public_base_url(_request()), latest, pending))
+    latest, pending, pending_users = tracked_errors.latest_event_and_pending(error)
+    return _json(
+        entities.error_detail(error, current_project(), public_base_url(_request()), latest, pending, pending_users)
+    )
 
 
 @app.route(ERROR + "/events", methods=["GET"], content_types=CONTENT_TYPES)

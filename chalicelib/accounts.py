@@ -23,6 +23,7 @@ from chalicelib.models import (
     Membership,
     Project,
     ProjectPathClaim,
+    TokenIdClaim,
     User,
     UsernameClaim,
 )
@@ -249,15 +250,23 @@ def create_token(
         created_at=_now(),
         **_collection("tokens", token_id),
     )
-    token.save(condition=AccessToken.pk.does_not_exist())
+    claim = models.build(TokenIdClaim, TokenIdClaim.key(token_id), digest=token_digest(secret))
+    _save_claimed(claim, token, f"token id {token_id} is taken")
     return token, secret
 
 
 def find_token(token_id: int) -> AccessToken:
-    for item in Entity.collection.query("tokens", Entity.gsi1sk == f"{token_id:012d}"):
-        if isinstance(item, AccessToken):
-            return item
-    raise AccountError(f"no token with id {token_id}")
+    """The token with this id: two reads by key (its id's claim, then the token), so a token made a
+    moment ago is found (the listing index may not have it yet)."""
+    claim = models.fetch([TokenIdClaim.key(token_id)]).get(TokenIdClaim.key(token_id))
+    token = (
+        models.fetch([AccessToken.key(claim.digest)]).get(AccessToken.key(claim.digest))
+        if isinstance(claim, TokenIdClaim)
+        else None
+    )
+    if not isinstance(token, AccessToken):
+        raise AccountError(f"no token with id {token_id}")
+    return token
 
 
 def revoke_token(token_id: int) -> AccessToken:

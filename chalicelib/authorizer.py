@@ -227,6 +227,8 @@ def authorize(request: Request, requirement: Requirement) -> Access:
         raise errors.unauthorized()
     params = request.uri_params or {}
     project_ref = parse_project_id(raw_path_parameter(request, "id")) if requirement.role is not None else None
+    if isinstance(project_ref, str) and not models.key_fits(ProjectPathClaim.key(project_ref)):
+        project_ref = None  # no project has such a path: 404, once the token is known good
 
     # Round trip 1: the token, and the path claim when the project is named by path.
     token_key = AccessToken.key(token_digest(token_value))

@@ -69,24 +69,32 @@ def install_retries(client: Any) -> None:
     """botocore's standard retry handler for ``client``, anew (its quota full), with each backoff
     cut short: a retry that could only start after the deadline is not waited for.
 
-    Installing again replaces what the last install registered. (The handler botocore registered
-    when it made the client stays subscribed to ``after-call``, releasing into a quota nothing uses.)
+    Built from botocore's public retry classes, as ``botocore.retries.standard.register_retry_handler``
+    builds it, so that the quota it releases into is ours to unsubscribe (installing again replaces
+    what the last install registered). The handler botocore registered when it made the client
+    stays subscribed to ``after-call``, releasing into a quota nothing uses.
     """
-    from botocore.retries import standard
+    from botocore.retries import quota, standard
 
     service = client.meta.service_model.service_id.hyphenize()
     events = client.meta.events
     retry_event, retry_id = f"needs-retry.{service}", f"retry-config-{service}"
     release_event, release_id = f"after-call.{service}", f"errortracking-retry-quota-{service}"
-    events.unregister(retry_event, unique_id=retry_id)
-    events.unregister(release_event, unique_id=release_id)
     attempts = client.meta.config.retries.get("total_max_attempts", MAX_ATTEMPTS)
-    handler = standard.register_retry_handler(client, max_attempts=attempts)
-    # register_retry_handler subscribes these two; subscribe them again under ids of our own, so
-    # that the next install can take them off.
-    release = getattr(handler, "_retry_quota").release_retry_quota  # noqa: B009  (not in botocore's stubs)
-    events.unregister(release_event, release)
-    events.register(release_event, release, unique_id=release_id)
+    adapter = standard.RetryEventAdapter()
+    throttling = standard.ThrottlingErrorDetector(adapter)
+    retry_quota = standard.RetryQuotaChecker(quota.RetryQuota(), throttling)
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=standard.StandardRetryConditions(max_attempts=attempts),
+            retry_backoff=standard.ExponentialBackoff(service_name=service, throttling_detector=throttling),
+        ),
+        retry_event_adapter=adapter,
+        retry_quota=retry_quota,  # type: ignore[arg-type]  # botocore passes the checker too; its stubs say RetryQuota
+        service_name=service,
+    )
+    events.unregister(release_event, unique_id=release_id)
+    events.register(release_event, retry_quota.release_retry_quota, unique_id=release_id)
     events.unregister(retry_event, unique_id=retry_id)
 
     def needs_retry(**kwargs: Any) -> float | None:
@@ -97,6 +105,25 @@ def install_retries(client: Any) -> None:
         return delay
 
     events.register(retry_event, needs_retry, unique_id=retry_id)
+
+
+# A lost race (a conditional write beaten, a transaction conflict, unprocessed keys) is tried again
+# after a full-jitter backoff: 5 ms doubling up to 250 ms, so racing writers spread out.
+BACKOFF_BASE = 0.005
+BACKOFF_CAP = 0.25
+
+
+def backoff(attempt: int) -> None:
+    """Wait before try ``attempt + 1`` (``attempt`` counts from 0), or raise DeadlineExceeded when
+    that wait would end past the request's deadline: the caller answers 503 having written nothing
+    more, instead of Lambda's timeout."""
+    import random
+
+    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    deadline = _deadline.get()
+    if deadline is not None and clock() + delay >= deadline:
+        raise DeadlineExceeded()
+    time.sleep(delay)
 
 
 def botocore_config() -> Any:

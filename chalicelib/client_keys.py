@@ -16,11 +16,13 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, models
+from chalicelib import budget, errors, models
 from chalicelib.models import CLIENT_KEY_PREFIX, ClientKey, Project, PublicKeyClaim
 
 PUBLIC_KEY_PREFIX = "glet_"
-_ATTEMPTS = 3
+# Every key change moves the project's active-key count: concurrent changes of one project's keys
+# conflict on that item, and take turns (budget.backoff between tries).
+_ATTEMPTS = 12
 
 
 def new_public_key() -> str:
@@ -133,14 +135,16 @@ def update_key(
 
 
 def _write_until_won(key: ClientKey | None, write: Callable[[ClientKey | None], ClientKey]) -> ClientKey:
-    """``write(key)``, tried again after each race lost to a concurrent transaction, with ``key``
-    as stored by then; 503 having written nothing when the races go on."""
-    for _ in range(_ATTEMPTS):
+    """``write(key)``, tried again after each race lost to a concurrent transaction (after a
+    jittered backoff, with ``key`` as stored by then); 503 having written nothing when the races go
+    on past the attempts or the request's time."""
+    for attempt in range(_ATTEMPTS):
         try:
             return write(key)
         except TransactWriteError as exc:
             if not models.lost_race(exc):
                 raise
+        budget.backoff(attempt)
         if key is not None:
             key = _read_again(key)
     raise errors.service_unavailable()

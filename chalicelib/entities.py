@@ -63,7 +63,9 @@ def _frequency(hours: dict[str, Any] | None, now: dt.datetime) -> list[list[int]
     return [[hour, counts.get(hour, 0)] for hour in range(current - 23 * HOUR, current + HOUR, HOUR)]
 
 
-def tracked_error(item: TrackedError, project: Project, base_url: str, pending: int = 0) -> dict[str, Any]:
+def tracked_error(
+    item: TrackedError, project: Project, base_url: str, pending: int = 0, pending_users: int = 0
+) -> dict[str, Any]:
     """GitLab's ErrorTracking::ErrorEntity, keys in its order."""
     error_id, project_id = int(item.error_id), int(project.project_id)
     slug = project.path_with_namespace.rsplit("/", 1)[-1]
@@ -71,7 +73,7 @@ def tracked_error(item: TrackedError, project: Project, base_url: str, pending: 
         "id": error_id,
         "title": item.title,
         "type": item.type,
-        "user_count": len(item.users or ()),
+        "user_count": int(item.user_count or 0) + pending_users,
         "count": int(item.events_count or 0) + pending,
         "first_seen": item.first_seen,
         "last_seen": item.last_seen,
@@ -265,10 +267,10 @@ def error_event(item: StoredEvent, *, with_payload: bool = True) -> dict[str, An
 
 
 def error_detail(
-    item: TrackedError, project: Project, base_url: str, latest: StoredEvent | None, pending: int
+    item: TrackedError, project: Project, base_url: str, latest: StoredEvent | None, pending: int, pending_users: int
 ) -> dict[str, Any]:
     """The error, its exact count (pending events included) and its latest event's stack trace."""
-    body = tracked_error(item, project, base_url, pending)
+    body = tracked_error(item, project, base_url, pending, pending_users)
     body["latest_event"] = error_event(latest, with_payload=False) if latest is not None else None
     body["stack_trace"] = body["latest_event"]["stack_trace"] if latest is not None else []
     return body

@@ -9,12 +9,18 @@ Single-table design, so that one BatchGetItem can fetch everything a request nee
 | User                | ``user#<id>``             | ``user``              |
 | UsernameClaim       | ``username#<lower name>`` | ``username``          |
 | AccessToken         | ``token#<sha256 hex>``    | ``token``             |
+| TokenIdClaim        | ``tokenid#<id>``          | ``tokenid``           |
 | Project             | ``project#<id>``          | ``project``           |
 | ProjectPathClaim    | ``path#<lower full path>``| ``path``              |
 | Membership          | ``project#<id>``          | ``member#<user id>``  |
 | ErrorTrackingSetting| ``project#<id>``          | ``setting``           |
 | ClientKey           | ``project#<id>``          | ``clientkey#<id:012>``|
 | PublicKeyClaim      | ``publickey#<public key>``| ``publickey``         |
+| TrackedError        | ``error#<project>#<id>``  | ``error``             |
+| ErrorShard          | ``errorshard#<p>#<id>#<n>``| ``shard``            |
+| ErrorUserClaim      | ``erroruser#<p>#<id>#<user>``| ``erroruser``      |
+| StoredEvent         | ``events#<project>#<id>`` | ``<time>#<event id>`` |
+| EventIdClaim        | ``eventid#<p>#<event id>``| ``eventid``           |
 
 The ``collection`` index (gsi1pk, gsi1sk) lists users, projects and tokens for the admin command;
 no request path reads it.
@@ -133,6 +139,17 @@ class AccessToken(Entity, discriminator="token"):
     @staticmethod
     def key(digest: str) -> Key:
         return f"token#{digest}", "token"
+
+
+class TokenIdClaim(Entity, discriminator="tokenid"):
+    """Finds a token by its id alone (what ``errortracking token revoke`` is given): written with
+    the token, so revoking one just made never depends on an index catching up."""
+
+    digest = UnicodeAttribute()
+
+    @staticmethod
+    def key(token_id: int) -> Key:
+        return f"tokenid#{token_id}", "tokenid"
 
 
 class Project(Entity, discriminator="project"):
@@ -277,7 +294,9 @@ class TrackedError(Entity, discriminator="error"):
     first_seen = UnicodeAttribute()  # ISO-8601 UTC, microseconds: sorts as text
     last_seen = UnicodeAttribute()
     events_count = NumberAttribute(default=0)
-    users = UnicodeSetAttribute(null=True)  # digests of distinct users seen, up to USER_CAP
+    # Distinct users met, counted by their claims (ErrorUserClaim): the item stays the same small
+    # size however many users an error meets, so rolling it up costs the same few write units.
+    user_count = NumberAttribute(default=0)
     # Events per hour ("<epoch hour>": n) over the last 24 hours.
     hours: MapAttribute[str, Any] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
     latest_event = UnicodeAttribute(null=True)  # sort key of the newest stored event
@@ -304,14 +323,24 @@ ERROR_SHARDS = 8
 
 
 class ErrorShard(Entity, discriminator="errorshard"):
-    """Events counted but not yet rolled up into their error; each on its own partition."""
+    """Events (and new users) counted but not yet rolled up into their error; each on its own partition."""
 
     pending = NumberAttribute(default=0)
+    pending_users = NumberAttribute(default=0)
     rolled_at = UnicodeAttribute(null=True)
 
     @staticmethod
     def key(project_id: int, error_id: int, shard: int) -> Key:
         return f"errorshard#{project_id}#{error_id}#{shard}", "shard"
+
+
+class ErrorUserClaim(Entity, discriminator="erroruser"):
+    """One distinct user an error met (by a digest of their identity): written once, with the first
+    event of that user, in the same transaction as the count it adds to. Each is its own partition."""
+
+    @staticmethod
+    def key(project_id: int, error_id: int, user: str) -> Key:
+        return f"erroruser#{project_id}#{error_id}#{user}", "erroruser"
 
 
 class StoredEvent(Entity, discriminator="event"):
@@ -367,8 +396,25 @@ def build(cls: type[Entity], key: Key, **attributes: Any) -> Any:
     return cls(key[0], key[1], **attributes)
 
 
+# DynamoDB's limits on key attribute values, in bytes of UTF-8 (its "Service quotas").
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+
+
+def key_fits(key: Key) -> bool:
+    """Whether DynamoDB takes ``key`` at all. A key built from what a client sent (a project path,
+    a Sentry key, a cursor) is checked first: DynamoDB refuses a whole request with an oversized
+    key with a ValidationException, which would be a 500 for a request that merely names nothing."""
+    pk, sk = key
+    return 0 < len(pk.encode("utf-8")) <= MAX_PARTITION_KEY_BYTES and 0 < len(sk.encode("utf-8")) <= MAX_SORT_KEY_BYTES
+
+
 def fetch(keys: list[Key]) -> dict[Key, Entity]:
-    """Read several items of any kind in one strongly consistent BatchGetItem (GetItem for one)."""
+    """Read several items of any kind in one strongly consistent BatchGetItem (GetItem for one).
+
+    DynamoDB may leave some keys unprocessed (under load, or past 16 MB): they are asked for again
+    after a jittered backoff, within the request's time (PynamoDB's own batch_get asks again at
+    once, in a loop)."""
     unique = list(dict.fromkeys(keys))
     if len(unique) == 1:
         try:
@@ -376,7 +422,24 @@ def fetch(keys: list[Key]) -> dict[Key, Entity]:
         except Entity.DoesNotExist:
             return {}
         return {unique[0]: item}
-    return {(item.pk, item.sk): item for item in Entity.batch_get(unique, consistent_read=True)}
+    connection = Entity._get_connection()
+    table = Entity.Meta.table_name
+    wanted = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in unique]
+    found: dict[Key, Entity] = {}
+    for attempt in range(BATCH_GET_ATTEMPTS):
+        answer = connection.batch_get_item(wanted, consistent_read=True)
+        for raw in answer.get("Responses", {}).get(table, []):
+            item = Entity.from_raw_data(raw)
+            found[(item.pk, item.sk)] = item
+        wanted = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys") or []
+        if not wanted:
+            return found
+        if attempt + 1 < BATCH_GET_ATTEMPTS:
+            budget.backoff(attempt)
+    raise budget.DeadlineExceeded()
+
+
+BATCH_GET_ATTEMPTS = 8
 
 
 def next_id(name: str) -> int:
@@ -442,7 +505,10 @@ def condition_failed(exc: Exception) -> bool:
 
 
 def transaction_conflict(exc: Exception) -> bool:
-    """Another transaction held the same item: trying again will do."""
+    """Another transaction held the same item: trying again will do. A transaction is cancelled with
+    a TransactionConflict reason; a single write is refused with TransactionConflictException."""
+    if getattr(exc, "cause_response_code", None) == "TransactionConflictException":
+        return True
     return "TransactionConflict" in _reasons(exc)
 
 

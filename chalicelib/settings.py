@@ -8,22 +8,16 @@ re-applies the request, so concurrent PUT and PATCH never lose a field.
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import PutError, TransactWriteError
 
-from chalicelib import client_keys, crypto, errors, models, sentry
+from chalicelib import budget, client_keys, crypto, errors, models, sentry
 from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
-_ATTEMPTS = 12
-# Full jitter, 5 ms doubling up to 250 ms: at most ~2 s of waiting in all, well inside the
-# Lambda's 10 s, and enough for tens of writers racing on one setting.
-_BACKOFF_SECONDS = 0.005
-_BACKOFF_CAP_SECONDS = 0.25
+_ATTEMPTS = 12  # with budget.backoff between them: ~2 s of waiting at most, enough for tens of racing writers
 _TOKEN_STANDIN = b"ciphertext to come"  # never stored: only the dry run sees it
 
 
@@ -151,7 +145,7 @@ def save(
                 raise
         # Somebody wrote in between: wait a little (jittered, growing), read both again and
         # re-apply the request to what is there now.
-        time.sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_SECONDS * 2**attempt)))
+        budget.backoff(attempt)
         found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])
         fresh_setting = found.get(ErrorTrackingSetting.key(project_id))
         fresh_project = found.get(Project.key(project_id))

@@ -551,7 +551,7 @@ def measure_hot_error(events: int = 1000) -> dict[str, Any]:
                 writes[params["Key"]["pk"]["S"]] += 1
         error = next(iter(models.TrackedError.by_last_seen.query(f"{project.project_id}#unresolved")))
         assert isinstance(error, models.TrackedError)
-        _, pending = tracked_errors.latest_event_and_pending(error)
+        _, pending, _ = tracked_errors.latest_event_and_pending(error)
         item_writes = {k: v for k, v in writes.items() if "#" in k}
         hottest = max(item_writes.items(), key=lambda kv: kv[1])
         error_writes = sum(v for k, v in item_writes.items() if k.startswith("error#"))

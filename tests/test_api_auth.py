@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from chalicelib import accounts, config
-from tests.conftest import Api, Reply, Scene
+from tests.conftest import Api, Reply, Scene, index_caught_up
 from tests.wire import (
     BLOCKED,
     ERROR_NOT_FOUND,
@@ -155,6 +155,7 @@ def make_world(api: Api, scene: Scene, *, visibility: str = "private", path: str
     # Error ids derive from the grouping: an exception type of this project's own keeps them apart.
     sent = ingest(api, project_id, public_key, "Error_" + path.replace("/", "_"))
     assert sent.status == 200, sent.body
+    index_caught_up()
     errors = api.get(ERRORS.format(id=project_id), token=keeper)
     assert errors.status == 200 and len(errors.json) == 1, errors.body
     error_id = int(errors.json[0]["id"])
@@ -173,6 +174,7 @@ def state(api: Api, world: World) -> Outcome:
     keys = api.get(KEYS.format(id=world.project_id), token=world.keeper)
     assert setting.status == 200 and keys.status == 200, (setting.body, keys.body)
     errors = []
+    index_caught_up()
     for status in ("unresolved", "resolved", "ignored"):
         listed = api.get(ERRORS.format(id=world.project_id) + f"?status={status}", token=world.keeper)
         assert listed.status == 200, listed.body

@@ -38,7 +38,7 @@ from moto.core.models import botocore_stubber
 
 from chalicelib import budget, client_keys, config, crypto, errors, models
 from chalicelib.ingest import ingestion
-from tests.conftest import Api, Reply, Scene
+from tests.conftest import Api, Reply, Scene, index_caught_up
 from tests.wire import UNAVAILABLE
 
 SETTINGS = "/api/v4/projects/{}/error_tracking/settings"
@@ -437,6 +437,7 @@ def _verify_errors(ctx: Ctx, reply: Reply) -> None:
 
 def _verify_ingest(ctx: Ctx, reply: Reply) -> None:
     assert set(reply.json) == {"id"}
+    index_caught_up()
     listed = ctx.api.get(ERRORS.format(ctx.project_id), token=ctx.token)
     assert [error["title"] for error in listed.json] == ["StoreFaultProbe: while the store was failing"]
 

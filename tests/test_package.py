@@ -164,11 +164,8 @@ def test_bundle_holds_runtime_code_built_for_the_lambda(templates: dict[str, dic
 
 
 def test_requirements_txt_is_generated_from_pyproject() -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import requirements
-    finally:
-        sys.path.pop(0)
+    from scripts import requirements
+
     assert (ROOT / "requirements.txt").read_text() == requirements.render(), "run `make requirements`"
     runtime = {
         line.split(">")[0].split("=")[0].split("<")[0]

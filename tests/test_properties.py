@@ -265,7 +265,8 @@ def _read_everything(body: bytes, encoding: str | None) -> None:
             assert exc.body["message"].startswith(expected)
             continue
         now = dt.datetime.now(dt.UTC)
-        for payload, raw in submission.payloads:
+        if submission.event is not None:
+            payload, raw = submission.event
             assert isinstance(payload, dict)
             events.normalize(payload, now, submission.header_event_id, raw)
 

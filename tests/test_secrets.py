@@ -25,7 +25,7 @@ import pytest
 
 from chalicelib import accounts
 from chalicelib.ingest import ingestion
-from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene
+from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS, Api, Reply, Scene, index_caught_up
 from tests.table import as_text, raw_items
 from tests.test_faults import INTERNAL, Fault, store_faults
 from tests.wire import PAYLOAD_TOO_LARGE
@@ -254,6 +254,7 @@ def run_scenario(api: Api, scene: Scene) -> Transcript:
     second = created[1].json["id"]
     seen.keep("deactivate", api.patch(KEY.format(pid, second), token=main, form={"active": "false", "name": "old"}))
     seen.keep("ingest inactive", api.call("POST", INGEST.format(pid), headers=_envelope(public_keys[-1])[1], body=body))
+    index_caught_up()
     seen.keep("errors", api.get(ERRORS.format(pid), token=main))
     # The store failing on a write, a read, and under ingestion.
     with store_faults(Fault(INTERNAL, frozenset({"TransactWriteItems", "Query", "BatchGetItem"}))):

@@ -20,7 +20,7 @@ from chalicelib import errors, models
 from chalicelib.authorizer import parse_id
 from chalicelib.ingest import events, tracked_errors
 from chalicelib.ingest.envelopes import EnvelopeError, decode_body, parse_envelope, parse_store_body, sentry_key
-from chalicelib.models import ErrorShard, ErrorTrackingSetting, PublicKeyClaim, RateWindow, TrackedError
+from chalicelib.models import ErrorTrackingSetting, PublicKeyClaim, RateWindow
 
 # A key found over its limit is refused from memory until its window ends: a flood costs this
 # Lambda instance no DynamoDB calls. Keyed by the limit too, so changing the limit lifts it.
@@ -34,27 +34,34 @@ def clock() -> dt.datetime:
 
 @dataclass(frozen=True)
 class Submission:
-    """What a request carries: the envelope's event id, and its events."""
+    """What a request carries: the envelope's event id, and its one event (if any)."""
 
     header_event_id: Any
-    payloads: list[tuple[dict[str, Any], bytes]]  # each event, and the JSON bytes it came as
+    event: tuple[dict[str, Any], bytes] | None  # the event, and the JSON bytes it came as
 
 
 def read_submission(body: bytes, content_encoding: str | None, *, legacy_store: bool) -> Submission:
+    """The request's body read: a 400 (or 413) that says why when it cannot be.
+
+    Sentry's envelope protocol allows one event item per envelope (Relay refuses a second as a
+    duplicate item), and every SDK sends one: an envelope carrying more is refused whole, so a
+    request's store work stays bounded whatever its body carries."""
     try:
         data = decode_body(body, content_encoding)
         if legacy_store:
             payload = parse_store_body(data)
-            return Submission(payload.get("event_id"), [(payload, data)])
+            return Submission(payload.get("event_id"), (payload, data))
         envelope = parse_envelope(data)
-        payloads = []
-        for item in envelope.items:
-            if item.type == "event":
-                payload = item.json()
-                if not isinstance(payload, dict):
-                    raise EnvelopeError("an event item is not a JSON object")
-                payloads.append((payload, item.payload))
-        return Submission(envelope.headers.get("event_id"), payloads)
+        items = [item for item in envelope.items if item.type == "event"]
+        if len(items) > 1:
+            raise EnvelopeError(f"an envelope carries at most one event item, this one carries {len(items)}")
+        event = None
+        if items:
+            payload = items[0].json()
+            if not isinstance(payload, dict):
+                raise EnvelopeError("an event item is not a JSON object")
+            event = (payload, items[0].payload)
+        return Submission(envelope.headers.get("event_id"), event)
     except EnvelopeError as exc:
         if exc.status == 413:
             raise errors.payload_too_large() from exc
@@ -122,23 +129,21 @@ def ingest(
     if project_id is None:
         raise errors.ingest_forbidden("unknown project")
     submission = read_submission(body, content_encoding, legacy_store=legacy_store)
-    parsed = [events.normalize(p, received_at, submission.header_event_id, raw) for p, raw in submission.payloads]
+    event = (
+        events.normalize(submission.event[0], received_at, submission.header_event_id, submission.event[1])
+        if submission.event is not None
+        else None
+    )
 
-    # One read decides the request: key, setting, and for each event its error and one shard.
+    # One read decides the request: key, setting, and the event's error and one of its shards.
     claim_key, setting_key = PublicKeyClaim.key(public_key), ErrorTrackingSetting.key(project_id)
-    targets = [tracked_errors.keys_to_read(project_id, event) for event in parsed]
-    found = models.fetch([claim_key, setting_key, *(k for pair in targets for k in pair)])
+    if not models.key_fits(claim_key):
+        raise errors.ingest_forbidden("unknown client key")  # no key is that long; DynamoDB would refuse the read
+    targets = tracked_errors.keys_to_read(project_id, event) if event is not None else None
+    found = models.fetch([claim_key, setting_key, *(targets.keys if targets else ())])
     claim = _gate(found.get(claim_key), found.get(setting_key), project_id)
-    _check_rate_limit(claim, len(parsed))
-
-    for event, (error_key, shard_key) in zip(parsed, targets, strict=True):
-        error, shard = found.get(error_key), found.get(shard_key)
-        tracked_errors.record(
-            project_id,
-            event,
-            error if isinstance(error, TrackedError) else None,
-            shard_key,
-            shard if isinstance(shard, ErrorShard) else None,
-            received_at,
-        )
-    return {"id": parsed[0].event_id if parsed else events.event_id_of({}, submission.header_event_id)}
+    if event is None or targets is None:
+        return {"id": events.event_id_of({}, submission.header_event_id)}
+    _check_rate_limit(claim, 1)
+    tracked_errors.record(project_id, event, targets, found, received_at)
+    return {"id": event.event_id}

@@ -7,8 +7,14 @@ its last roll-up is a second old; otherwise the event only adds to the shard's p
 an error item takes at most a few writes a second per shard however many events arrive, while a
 quiet error (the usual case) has every event stored and counted at once.
 
-Round trips per ingested event: the BatchGetItem that also checks the key (see ingestion), then
-one write: the roll-up transaction, or an UpdateItem of the shard.
+Distinct users are counted exactly without growing the error item: the first event of a user
+writes that user's claim (:class:`ErrorUserClaim`, its own partition) in the same write as the
+count it adds, to the error when rolling up, or to the shard's pending users otherwise.
+
+Round trips per ingested event: the BatchGetItem that also checks the key (see ingestion) and
+reads the error, a shard and the user's claim, then one write: the roll-up transaction, or an
+update of the shard (a transaction with the user's claim when the user is new). A race lost to
+another event costs one more BatchGetItem and write, at most twice.
 """
 
 from __future__ import annotations
@@ -19,13 +25,24 @@ import datetime as dt
 import json
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib import errors, models
 from chalicelib.ingest.events import Event, fit_for_storage
-from chalicelib.models import ERROR_SHARDS, HOUR, ErrorShard, EventIdClaim, Key, StoredEvent, TrackedError
+from chalicelib.models import (
+    ERROR_SHARDS,
+    HOUR,
+    Entity,
+    ErrorShard,
+    ErrorUserClaim,
+    EventIdClaim,
+    Key,
+    StoredEvent,
+    TrackedError,
+)
 
 STATUSES = ("unresolved", "resolved", "ignored")
 # Each sort of the list: the index that keeps errors in that order, and the attribute it sorts by.
@@ -34,13 +51,16 @@ SORTS = {
     "first_seen": ("by_first_seen", "first_seen"),
     "frequency": ("by_count", "events_count"),
 }
+# A search reads at most SEARCH_PAGES index pages of SEARCH_PAGE_ITEMS errors, then answers with a
+# cursor: a fixed bound on the work of one request, whatever the project holds.
+SEARCH_PAGES = 3
+SEARCH_PAGE_ITEMS = 100
 ROLLUP_INTERVAL = dt.timedelta(seconds=1)
 # Roll-ups an error may take beyond one per shard per ROLLUP_INTERVAL: a token bucket of BURST,
 # refilled at REFILL_PER_SECOND. Bursts up to BURST events are stored and counted at once; a
 # sustained flood costs the error item about REFILL_PER_SECOND + ERROR_SHARDS writes a second.
 BURST = 50
 REFILL_PER_SECOND = 10
-USER_CAP = 1000
 EVENT_ID_MEMORY = dt.timedelta(days=30)
 _ATTEMPTS = 3
 
@@ -53,10 +73,27 @@ def listing(project_id: int, status: str) -> str:
     return f"{project_id}#{status}"
 
 
-def keys_to_read(project_id: int, event: Event) -> tuple[Key, Key]:
-    """The error and one shard (chosen at random) that recording ``event`` reads first."""
-    shard = random.randrange(ERROR_SHARDS)
-    return TrackedError.key(project_id, event.error_id), ErrorShard.key(project_id, event.error_id, shard)
+@dataclass(frozen=True)
+class Targets:
+    """The items recording an event reads first: its error, one of its shards (chosen at random),
+    and the claim of its user (when the event names one)."""
+
+    error: Key
+    shard: Key
+    user: Key | None
+
+    @property
+    def keys(self) -> list[Key]:
+        return [self.error, self.shard, *([self.user] if self.user else [])]
+
+
+def keys_to_read(project_id: int, event: Event) -> Targets:
+    error_id = event.error_id
+    return Targets(
+        TrackedError.key(project_id, error_id),
+        ErrorShard.key(project_id, error_id, random.randrange(ERROR_SHARDS)),
+        ErrorUserClaim.key(project_id, error_id, event.user) if event.user else None,
+    )
 
 
 def _parse(stamp: str) -> dt.datetime:
@@ -79,9 +116,15 @@ def _due(shard: ErrorShard | None, error: TrackedError | None, now: dt.datetime)
 
 
 def _error_actions(
-    project_id: int, event: Event, error: TrackedError | None, pending: int, now: dt.datetime, event_sort_key: str
+    project_id: int,
+    event: Event,
+    error: TrackedError | None,
+    pending: int,
+    new_users: int,
+    now: dt.datetime,
+    event_sort_key: str,
 ) -> tuple[list[Any], Any]:
-    """Update actions and condition for rolling ``pending`` + this event into the error."""
+    """Update actions and condition for rolling ``pending`` + this event (and ``new_users``) into the error."""
     t = TrackedError
     stamp, count = iso(now), pending + 1
     actions = [
@@ -108,9 +151,8 @@ def _error_actions(
         actions.append(t.hours[hour].set((t.hours[hour] | 0) + count))
         oldest = TrackedError.hour_of(now) - 24 * HOUR
         actions += [t.hours[h].remove() for h in error.hours.attribute_values if int(h) < oldest]
-    seen = (error.users or set()) if error is not None else set()
-    if event.user and event.user not in seen and len(seen) < USER_CAP:
-        actions.append(t.users.add({event.user}))
+    if new_users:
+        actions.append(t.user_count.add(new_users))
     if error is None:
         actions += [t.status.set("unresolved"), t.listing.set(listing(project_id, "unresolved"))]
         return actions, t.pk.does_not_exist()
@@ -120,26 +162,25 @@ def _error_actions(
 
 
 def record(
-    project_id: int,
-    event: Event,
-    error: TrackedError | None,
-    shard_key: Key,
-    shard: ErrorShard | None,
-    received_at: dt.datetime,
+    project_id: int, event: Event, targets: Targets, found: Mapping[Key, Entity], received_at: dt.datetime
 ) -> None:
-    """Count ``event`` and store it when its shard is due; see the module docstring."""
+    """Count ``event`` (and its user, if new) and store it when its shard is due; see the module
+    docstring. ``found`` holds what the first read found of ``targets``."""
     stored_event: StoredEvent | None = None  # built (and compressed) once, when first due
     for _ in range(_ATTEMPTS):
+        error, shard = _as(TrackedError, found.get(targets.error)), _as(ErrorShard, found.get(targets.shard))
+        new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
         if not _due(shard, error, received_at):
             break
         if stored_event is None:
             stored_event = _stored_event(project_id, event, received_at)
         pending = int(shard.pending or 0) if shard else 0
-        target = (
-            error if error is not None else models.build(TrackedError, TrackedError.key(project_id, event.error_id))
+        pending_users = int(shard.pending_users or 0) if shard else 0
+        target = error if error is not None else models.build(TrackedError, targets.error)
+        actions, condition = _error_actions(
+            project_id, event, error, pending, pending_users + new_user, received_at, stored_event.sk
         )
-        actions, condition = _error_actions(project_id, event, error, pending, received_at, stored_event.sk)
-        shard_item = shard if shard is not None else models.build(ErrorShard, shard_key)
+        shard_item = shard if shard is not None else models.build(ErrorShard, targets.shard)
         # Whoever rolls a shard up first wins; events counted on it meanwhile stay pending.
         shard_condition = (
             ErrorShard.rolled_at == shard.rolled_at
@@ -159,23 +200,49 @@ def record(
                     actions=[
                         models.kind_of(ErrorShard),
                         ErrorShard.pending.add(-pending),
+                        ErrorShard.pending_users.add(-pending_users),
                         ErrorShard.rolled_at.set(iso(received_at)),
                     ],
                     condition=shard_condition,
                 )
+                if new_user and targets.user:
+                    tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
             return
         except TransactWriteError as exc:
             if "ConditionalCheckFailed" in models.cancellation_codes(exc)[:2]:  # the claim or the event
                 return  # an event with this id and time was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
-        # Another event rolled this error or shard up meanwhile: read both again.
-        found = models.fetch([TrackedError.key(project_id, event.error_id), shard_key])
-        fresh_error, fresh_shard = found.get(TrackedError.key(project_id, event.error_id)), found.get(shard_key)
-        error = fresh_error if isinstance(fresh_error, TrackedError) else None
-        shard = fresh_shard if isinstance(fresh_shard, ErrorShard) else None
-    # Busy: count it on the shard; the next roll-up carries it into the error.
-    models.build(ErrorShard, shard_key).update(actions=[ErrorShard.pending.add(1), models.kind_of(ErrorShard)])
+        # Another event rolled this error or shard up (or counted this user) meanwhile: read again.
+        found = models.fetch(targets.keys)
+    _count_on_shard(targets, found)
+
+
+def _as(cls: type[Any], item: Entity | None) -> Any:
+    return item if isinstance(item, cls) else None
+
+
+def _user_claim(key: Key) -> ErrorUserClaim:
+    claim: ErrorUserClaim = models.build(ErrorUserClaim, key)
+    return claim
+
+
+def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
+    """Busy: count the event on its shard; the next roll-up carries it into the error. A new user
+    is counted there too, with their claim, in one transaction (so they are counted once)."""
+    count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard)]
+    shard = models.build(ErrorShard, targets.shard)
+    if targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim):
+        try:
+            with models.transaction() as tw:
+                tw.update(shard, actions=[*count, ErrorShard.pending_users.add(1)])
+                tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
+            return
+        except TransactWriteError as exc:
+            if not models.condition_failed(exc):
+                raise
+            # Another event of this user counted them first: count only the event.
+    shard.update(actions=count)
 
 
 def _stored_event(project_id: int, event: Event, received_at: dt.datetime) -> StoredEvent:
@@ -205,7 +272,16 @@ def encode_cursor(item: models.Entity, sort_attribute: str | None) -> str:
     if sort_attribute:
         key["listing"] = getattr(item, "listing")  # noqa: B009  (only errors have it)
         key[sort_attribute] = getattr(item, sort_attribute)
+    return _encode_key(key)
+
+
+def _encode_key(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _deserialize_key(raw: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A LastEvaluatedKey as a cursor's plain values (the inverse of ``_serialize_key``)."""
+    return {name: int(value["N"]) if "N" in value else value["S"] for name, value in raw.items()}
 
 
 def decode_cursor(cursor: str, expected: Mapping[str, Any], sort_attribute: str | None) -> dict[str, Any]:
@@ -220,6 +296,9 @@ def decode_cursor(cursor: str, expected: Mapping[str, Any], sort_attribute: str 
     for name, value in raw.items():
         wanted = int if name == "events_count" else str
         if not isinstance(value, wanted) or isinstance(value, bool) or (name in expected and not expected[name](value)):
+            raise errors.bad_request("cursor is invalid")
+        # A key part DynamoDB refuses would fail the whole Query: a 500 for a made-up cursor.
+        if isinstance(value, str) and not 0 < len(value.encode("utf-8")) <= models.MAX_SORT_KEY_BYTES:
             raise errors.bad_request("cursor is invalid")
     return raw
 
@@ -257,15 +336,40 @@ def list_errors(
             )
         )
     index = getattr(TrackedError, index_name)
+    if search:
+        return _search(index, wanted, search, start, limit, sort_attribute)
+    query = index.query(wanted, scan_index_forward=False, last_evaluated_key=start, page_size=limit + 1)
+    items, more = _page(query, limit)
+    return items, encode_cursor(items[-1], sort_attribute) if more and items else None
+
+
+def _search(
+    index: Any, wanted: str, search: str, start: dict[str, Any] | None, limit: int, sort_attribute: str
+) -> tuple[list[TrackedError], str | None]:
+    """Matches among at most SEARCH_PAGES Query pages of SEARCH_PAGE_ITEMS errors each.
+
+    DynamoDB filters after it reads, so a search that matches little would read the whole listing
+    in one request. Past the bound the page holds what matched so far (maybe nothing) and a cursor
+    that goes on where the reading stopped."""
     query = index.query(
         wanted,
         scan_index_forward=False,
-        filter_condition=TrackedError.title_lower.contains(search.lower()) if search else None,
+        filter_condition=TrackedError.title_lower.contains(search.lower()),
         last_evaluated_key=start,
-        page_size=limit + 1,
+        page_size=max(SEARCH_PAGE_ITEMS, limit + 1),
     )
-    items, more = _page(query, limit)
-    return items, encode_cursor(items[-1], sort_attribute) if more and items else None
+    found: list[TrackedError] = []
+    for pages, page in enumerate(query.page_iter, start=1):
+        for raw in page.get("Items", ()):
+            if len(found) == limit:
+                return found, encode_cursor(found[-1], sort_attribute)
+            found.append(TrackedError.from_raw_data(raw))
+        evaluated = page.get("LastEvaluatedKey")
+        if evaluated is None:
+            return found, None
+        if pages == SEARCH_PAGES:
+            return found, _encode_key(_deserialize_key(evaluated))
+    return found, None
 
 
 def list_events(project_id: int, error_id: int, cursor: str | None, limit: int) -> tuple[list[StoredEvent], str | None]:
@@ -280,15 +384,18 @@ def list_events(project_id: int, error_id: int, cursor: str | None, limit: int) 
     return items, encode_cursor(items[-1], None) if more and items else None
 
 
-def latest_event_and_pending(error: TrackedError) -> tuple[StoredEvent | None, int]:
-    """The newest stored event, and the events counted on shards but not yet rolled up: one read."""
+def latest_event_and_pending(error: TrackedError) -> tuple[StoredEvent | None, int, int]:
+    """The newest stored event, and the events and new users counted on shards but not yet rolled
+    up: one read."""
     project_id, error_id = int(error.project_id), int(error.error_id)
     shard_keys = [ErrorShard.key(project_id, error_id, n) for n in range(ERROR_SHARDS)]
     event_key = StoredEvent.key(project_id, error_id, "", "")[0], error.latest_event or ""
     found = models.fetch([*shard_keys, event_key] if error.latest_event else shard_keys)
-    pending = sum(int(s.pending or 0) for s in found.values() if isinstance(s, ErrorShard))
+    shards = [s for s in found.values() if isinstance(s, ErrorShard)]
+    pending = sum(int(s.pending or 0) for s in shards)
+    pending_users = sum(int(s.pending_users or 0) for s in shards)
     event = found.get(event_key)
-    return (event if isinstance(event, StoredEvent) else None), max(pending, 0)
+    return (event if isinstance(event, StoredEvent) else None), max(pending, 0), max(pending_users, 0)
 
 
 def set_status(error: TrackedError, status: str) -> TrackedError:

@@ -34,6 +34,7 @@ from tests.test_e2e import (
     Server,
     call,
     expect,
+    index_caught_up,
     keys_path,
     new_project,
     new_user_token,
@@ -91,7 +92,10 @@ def update_key(server: Server, sink: Sink, **form: str) -> dict[str, Any]:
     return body
 
 
-def list_errors(server: Server, sink: Sink) -> list[dict[str, Any]]:
+def list_errors(server: Server, sink: Sink, *, at_once: bool = False) -> list[dict[str, Any]]:
+    """The project's errors, a moment after what was sent (``at_once``: without that moment)."""
+    if not at_once:
+        index_caught_up()
     path = f"/projects/{sink.project.id}/error_tracking/errors"
     found: list[dict[str, Any]] = expect(call(server, "GET", path, sink.token, params={"limit": "100"}), 200)
     return found
@@ -556,7 +560,7 @@ def test_an_exception_is_listed_within_a_second_of_flush(server: Server) -> None
         flushed = time.monotonic()
         waited = 0.0
         while waited < 5.0:
-            if titled(list_errors(server, sink), "FreshnessProbeError"):
+            if titled(list_errors(server, sink, at_once=True), "FreshnessProbeError"):
                 break
             time.sleep(0.01)
             waited = time.monotonic() - flushed
