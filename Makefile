@@ -14,8 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# STRICT=1: the store answers as DynamoDB would (limits, conflicts, index lag, throttling).
 run: $(BIN)/.installed
-	$(BIN)/python scripts/run_local.py --port $(PORT) --db-port $(DB_PORT)
+	$(BIN)/python scripts/run_local.py --port $(PORT) --db-port $(DB_PORT) $(if $(filter 1,$(STRICT)),--strict)
 
 test: lint js
 	$(BIN)/pytest

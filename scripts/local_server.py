@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +205,30 @@ def install() -> None:
     local.create_local_server = create_local_server
 
 
+def strict_store() -> Any:
+    """The strict layer (scripts/strict_store.py) over the store, when ERRORTRACKING_STRICT_STORE=1
+    (``make run STRICT=1``, and the end-to-end tests): DynamoDB's limits, conflicts, unprocessed
+    keys, index lag and throttling, on the embedded store. None otherwise."""
+    if os.environ.get("ERRORTRACKING_STRICT_STORE") != "1":
+        return None
+    sys.path.insert(0, str(ROOT))
+    from scripts.strict_store import StrictStore
+
+    layer = StrictStore(
+        index_lag=float(os.environ.get("ERRORTRACKING_STRICT_INDEX_LAG") or 1.0),
+        unprocessed_rate=float(os.environ.get("ERRORTRACKING_STRICT_UNPROCESSED") or 0.05),
+        seed=int(time.time()),
+    )
+    layer.install()
+    print(f"errortracking: strict store on: {layer!r}", file=sys.stderr, flush=True)
+    return layer
+
+
 def main() -> int:
     from chalice.cli import main as chalice_main
 
     install()
+    strict_store()
     sys.argv = ["chalice", "--project-dir", str(ROOT), "local", "--no-autoreload", *sys.argv[1:]]
     return int(chalice_main() or 0)
 

@@ -172,6 +172,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
     parser.add_argument("--db-port", type=int, default=int(os.environ.get("DB_PORT") or 8001))
     parser.add_argument("--store-only", action="store_true", help="the seeded embedded store, without the API")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="serve on the strict layer (scripts/strict_store.py): the store answers as DynamoDB would",
+    )
     args = parser.parse_args()
     for name, port in (("PORT", args.port), ("DB_PORT", args.db_port))[1 if args.store_only else 0 :]:
         if not _port_free(port):
@@ -190,6 +195,8 @@ def main() -> int:
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the port the API really listens on
     env["PYTHONUNBUFFERED"] = "1"  # its output goes through a pipe to _relay: line by line, not at exit
+    if args.strict:
+        env["ERRORTRACKING_STRICT_STORE"] = "1"
 
     import logging
 

@@ -159,8 +159,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     port, db_port = _free_ports(2)
     env = _base_env()
     env["PYTHONUNBUFFERED"] = "1"
+    env["ERRORTRACKING_STRICT_INDEX_LAG"] = str(INDEX_LAG)
     process = subprocess.Popen(
-        [sys.executable, "scripts/run_local.py", "--port", str(port), "--db-port", str(db_port)],
+        [sys.executable, "scripts/run_local.py", "--strict", "--port", str(port), "--db-port", str(db_port)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
