@@ -81,6 +81,11 @@ def embedded_store(port: int) -> Any:
     import threading
 
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    sys.path.insert(0, str(ROOT))
+    from scripts import moto_transactions
+
+    moto_transactions.install()  # transactions that cost their items, not a copy of the table
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 

@@ -32,9 +32,11 @@ import pytest  # noqa: E402
 from chalice.test import Client  # noqa: E402
 
 from chalicelib import accounts, bootstrap, config, models  # noqa: E402
+from scripts import moto_transactions  # noqa: E402
 from scripts.strict_store import StrictStore  # noqa: E402
 
 models.reset_connections()
+moto_transactions.install()  # the embedded store's transactions, as `make run` has them
 
 # The project: where app.py and .chalice/ are.
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
