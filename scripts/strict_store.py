@@ -215,6 +215,7 @@ class StrictStore:
     _history: dict[tuple[str, ...], list[_Write]] = field(default_factory=lambda: defaultdict(list), init=False)
     _units: dict[tuple[str, str, str, int], float] = field(default_factory=lambda: defaultdict(float), init=False)
     _raw: Any = field(default=None, init=False)
+    _forced: list[list[Any]] = field(default_factory=list, init=False)  # [matches, times left]
     _writes_since_sweep: int = field(default=0, init=False)
     _installed: list[tuple[Any, str, Any]] = field(default_factory=list, init=False)
 
@@ -231,6 +232,7 @@ class StrictStore:
             self._history.clear()
             self._units.clear()
             self.refused.clear()
+            self._forced.clear()
             self._tables.clear()
             self._random = random.Random(self.seed)
 
@@ -275,6 +277,7 @@ class StrictStore:
 
         self._installed.append((clients, "instrument", instrument))
         clients.instrument = instrument_strictly
+        _stop_moto_for_refused_requests(self._installed)
         models.reset_connections()
 
     def uninstall(self) -> None:
@@ -342,6 +345,7 @@ class StrictStore:
         except Refusal as refusal:
             self.refused.append(f"{operation}: {refusal.code}")
             self._release(request.context)
+            request.context[_REFUSED] = True
             return _answer(request, refusal.status, refusal.code, refusal.message, **refusal.extra)
         return None
 
@@ -494,6 +498,7 @@ class StrictStore:
                         for other, started in self._in_flight.get(identity, {}).values()
                     )
                 }
+                clashes |= self._forced_clashes(written)
                 if clashes and self.conflicts:
                     if not transactional:
                         raise Refusal("TransactionConflictException", "Transaction is ongoing for the item")
@@ -530,6 +535,24 @@ class StrictStore:
             sweep = self._writes_since_sweep >= _SWEEP_EVERY
         if sweep:
             self._sweep()
+
+    def conflict_next(self, matches: Callable[[str], bool], times: int = 1) -> None:
+        """Refuse the next ``times`` writes of an item whose partition key ``matches`` as DynamoDB
+        does while another transaction holds it: what concurrent writers cause, on demand."""
+        with self._lock:
+            self._forced.append([matches, times])
+
+    def _forced_clashes(self, written: list[_Written]) -> set[int]:
+        clashes = set()
+        for n, w in enumerate(written):
+            pk = next(iter(w.key[w.table.hash_key].values()))
+            for forced in self._forced:
+                if forced[1] > 0 and forced[0](pk):
+                    forced[1] -= 1
+                    clashes.add(n)
+                    break
+        self._forced = [f for f in self._forced if f[1] > 0]
+        return clashes
 
     def _release(self, context: dict[str, Any]) -> None:
         identities = context.pop("strict_registered", None)
@@ -689,6 +712,29 @@ class StrictStore:
                 name: kept[-1][name] for name in {*table.keys, *index.keys} if name in kept[-1]
             }
         parsed["Items"], parsed["Count"] = kept, len(kept)
+
+
+_REFUSED = "strict_refused"
+
+
+def _stop_moto_for_refused_requests(installed: list[tuple[Any, str, Any]]) -> None:
+    """botocore calls every before-send handler, not only until one answers: in-process, moto's
+    stubber (after this layer's) would still carry out a request the layer refused, so a refused
+    write would be written all the same. It is told to leave those alone. (A moto server is not
+    reached at all by a refused request.)"""
+    try:
+        from moto.core.botocore_stubber import BotocoreStubber
+    except ImportError:
+        return
+    original = BotocoreStubber.__call__
+
+    def call(self: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
+        if request.context.get(_REFUSED):
+            return None
+        return original(self, event_name, request, **kwargs)
+
+    installed.append((BotocoreStubber, "__call__", original))
+    BotocoreStubber.__call__ = call  # type: ignore[method-assign]
 
 
 _THROTTLED = (

@@ -28,9 +28,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 
-from chalicelib import errors, models
+from chalicelib import budget, errors, models
 from chalicelib.ingest.events import Event, fit_for_storage
 from chalicelib.models import (
     ERROR_SHARDS,
@@ -63,6 +63,7 @@ BURST = 50
 REFILL_PER_SECOND = 10
 EVENT_ID_MEMORY = dt.timedelta(days=30)
 _ATTEMPTS = 3
+_SHARD_ATTEMPTS = 5  # a shard count refused by a roll-up holding the shard, with backoff between
 
 
 def iso(moment: dt.datetime) -> str:
@@ -229,20 +230,29 @@ def _user_claim(key: Key) -> ErrorUserClaim:
 
 def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
     """Busy: count the event on its shard; the next roll-up carries it into the error. A new user
-    is counted there too, with their claim, in one transaction (so they are counted once)."""
+    is counted there too, with their claim, in one transaction (so they are counted once).
+
+    In a flood the shard is also in roll-up transactions, and DynamoDB refuses any write to an item
+    a transaction holds (TransactionConflict): such a write is tried again after a backoff."""
     count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard)]
     shard = models.build(ErrorShard, targets.shard)
-    if targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim):
+    new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
+    for attempt in range(_SHARD_ATTEMPTS):
         try:
-            with models.transaction() as tw:
-                tw.update(shard, actions=[*count, ErrorShard.pending_users.add(1)])
-                tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
+            if new_user and targets.user is not None:
+                with models.transaction() as tw:
+                    tw.update(shard, actions=[*count, ErrorShard.pending_users.add(1)])
+                    tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
+            else:
+                shard.update(actions=count)
             return
-        except TransactWriteError as exc:
-            if not models.condition_failed(exc):
+        except (TransactWriteError, UpdateError) as exc:
+            if new_user and models.condition_failed(exc):
+                new_user = False  # another event of this user counted them first: count only the event
+                continue
+            if not models.transaction_conflict(exc) or attempt + 1 == _SHARD_ATTEMPTS:
                 raise
-            # Another event of this user counted them first: count only the event.
-    shard.update(actions=count)
+        budget.backoff(attempt)
 
 
 def _stored_event(project_id: int, event: Event, received_at: dt.datetime) -> StoredEvent:

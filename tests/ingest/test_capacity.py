@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from chalicelib import config, models
-from chalicelib.ingest import ingestion
+from chalicelib.ingest import ingestion, tracked_errors
 from scripts.strict_store import StrictStore, item_size
 from tests.conftest import Api, Scene
 from tests.ingest.test_api_ingestion import ERRORS, INGEST, event_envelope, exception_event
@@ -122,3 +122,24 @@ def test_the_strict_store_counts_write_units_from_item_sizes(api: Api, scene: Sc
     assert read_units(item_size(item), consistent=True) == 1
     assert read_units(9000, consistent=False) == 1.5
     assert json.dumps(item)  # a wire-format item, as the layer sees it
+
+
+def test_an_event_counted_while_a_roll_up_holds_its_shard_is_still_counted(
+    api: Api, scene: Scene, strict: StrictStore, second: Second
+) -> None:
+    """In a flood a shard is both counted on and rolled up; DynamoDB refuses a write to an item a
+    transaction holds (TransactionConflict). The count used to fail the request with a 503, and the
+    Python SDK does not send an event again: it was lost."""
+    pid, token, key = _project(api, scene)
+    # The roll-ups' burst spent at one instant: every further event of that instant is only counted.
+    burst = tracked_errors.BURST + models.ERROR_SHARDS + 2
+    assert _flood(api, second, pid, key, burst, start=0.0, seconds=0.0, user="user-{}") == [200] * burst
+    strict.refused.clear()
+    strict.conflict_next(lambda pk: pk.startswith("errorshard#"), times=2)
+    assert _flood(api, second, pid, key, 2, start=0.0, seconds=0.0, user="late-{}") == [200, 200]
+    assert strict.refused == ["TransactWriteItems: TransactionCanceledException"] * 2  # both conflicts met
+    second.at(5.0)
+    strict.settle()
+    (error,) = api.get(ERRORS.format(pid), token=token).json
+    detail = api.get(f"{ERRORS.format(pid)}/{error['id']}", token=token).json
+    assert (detail["count"], detail["user_count"]) == (burst + 2, burst + 2)
