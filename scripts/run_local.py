@@ -155,13 +155,15 @@ Admin user 'root', token (shown once): {token}
 Demo project 'demo/errors' has id {project_id}. Try:
 
   curl {h} {base}/api/v4/user
-  curl {h} {api}/settings
   curl {h} --request PUT --data 'active=true&integrated=true' {api}/settings
   curl {h} --request PATCH --data 'active=false' {api}/settings
+  curl {h} --request PATCH --data 'active=true' {api}/settings
   curl {h} {base}/api/v4/projects/demo%2Ferrors/error_tracking/settings
-  curl {h} {api}/client_keys
   curl {h} --request POST {api}/client_keys
-  curl {h} --request DELETE {api}/client_keys/1
+  curl {h} --request DELETE {api}/client_keys/2
+  curl {h} {api}/client_keys        # the sentry_dsn to give an SDK
+
+Run top to bottom, these leave error tracking on with one working DSN.
 
 Admin command against this store (another shell):
   export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{db_port} AWS_ENDPOINT_URL_KMS=http://127.0.0.1:{db_port}

@@ -31,6 +31,8 @@ import gitlab
 import gitlab.exceptions
 import pytest
 import requests
+from sentry_sdk.consts import EndpointType
+from sentry_sdk.utils import Dsn
 
 from chalicelib import config
 from tests.conftest import SESSION, SUITE_LOGS, SUITE_SECRETS
@@ -154,9 +156,9 @@ def _stop(process: subprocess.Popen[str]) -> str | None:
     return problem or "a process of the server's group was still running after run_local.py exited"
 
 
-@pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    port, db_port = _free_ports(2)
+def _launch(port: int, db_port: int) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """scripts/run_local.py as `make run` starts it (on the strict store), once it is ready: the
+    process, its output so far (and from now on), and the thread reading it."""
     env = _base_env()
     env["PYTHONUNBUFFERED"] = "1"
     env["ERRORTRACKING_STRICT_INDEX_LAG"] = str(INDEX_LAG)
@@ -186,6 +188,13 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
             f"the server did not print its ready line within {READY_TIMEOUT:.0f} s "
             f"(exit status {process.returncode}); output:\n{''.join(output)}"
         )
+    return process, output, reader
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    port, db_port = _free_ports(2)
+    process, output, reader = _launch(port, db_port)
     match = next(m for m in map(READY.search, output) if m)
     running = Server(
         url=match["url"],
@@ -402,6 +411,43 @@ def test_ready_line_names_the_port_and_the_seeded_admin(server: Server) -> None:
     me = expect(call(server, "GET", "/user", server.token), 200)
     assert me["username"] == "root"
     assert me["is_admin"] is True
+
+
+def test_the_banners_examples_run_top_to_bottom_leave_a_working_dsn() -> None:
+    """A newcomer pastes the curl commands `make run` prints, in order: the demo project then tracks
+    errors, with one active key whose DSN takes an event (they used to end by switching tracking
+    off and deleting the project's only key)."""
+    port, db_port = _free_ports(2)
+    process, output, reader = _launch(port, db_port)
+    try:
+        commands = [line.strip() for line in output if line.startswith("  curl ")]
+        assert len(commands) >= 8, "".join(output)
+        for command in commands:
+            done = subprocess.run(
+                ["bash", "-c", command.split("  #")[0] + " --silent --show-error --fail-with-body"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        match = next(m for m in map(READY.search, output) if m)
+        api = f"{match['url']}/api/v4/projects/{match['project_id']}/error_tracking"
+        headers = {"PRIVATE-TOKEN": match["token"]}
+        assert requests.get(f"{api}/settings", headers=headers, timeout=HTTP_TIMEOUT).json()["active"] is True
+        keys = requests.get(f"{api}/client_keys", headers=headers, timeout=HTTP_TIMEOUT).json()
+        assert [key["active"] for key in keys] == [True], keys
+        dsn = Dsn(keys[0]["sentry_dsn"])
+        sent = requests.post(
+            dsn.to_auth().get_api_url(EndpointType.ENVELOPE),
+            data=b'{}\n{"type":"event"}\n{"message":"from the banner"}\n',
+            headers={"X-Sentry-Auth": f"Sentry sentry_key={dsn.public_key}, sentry_version=7"},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert sent.status_code == 200, sent.text
+    finally:
+        problem = _stop(process)
+        reader.join(timeout=10)
+    assert problem is None, problem
 
 
 # python-gitlab
