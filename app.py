@@ -17,7 +17,7 @@ from chalicelib.config import get_config
 from chalicelib.ingest import ingestion, tracked_errors
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
-from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params
+from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params, require_integer
 from chalicelib.urls import public_base_url, request_url
 
 app = Chalice(app_name="errortracking")
@@ -122,6 +122,7 @@ def create_client_key(id: str) -> Response:
 @app.route(CLIENT_KEY, methods=["DELETE"], content_types=CONTENT_TYPES)
 @requires(MAINTAINER, preload=(Preload.CLIENT_KEY,))
 def delete_client_key(id: str, key_id: str) -> Response:
+    require_integer("key_id", key_id)
     key = client_keys.delete_key(current_project(), current().client_key)
     return _json(entities.client_key(key, public_base_url(_request())))
 
@@ -129,6 +130,7 @@ def delete_client_key(id: str, key_id: str) -> Response:
 @app.route(CLIENT_KEY, methods=["PATCH"], content_types=CONTENT_TYPES)
 @requires(MAINTAINER, preload=(Preload.CLIENT_KEY,))
 def update_client_key(id: str, key_id: str) -> Response:
+    require_integer("key_id", key_id)
     params = Params(request_params(_request()))
     params.at_least_one(("active", "name", "rate_limit_count", "rate_limit_window"))
     active = params.boolean("active")

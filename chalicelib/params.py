@@ -7,6 +7,7 @@ body wins on conflict. :class:`Params` validates them and gathers every problem 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,6 +26,16 @@ MAX_BODY_BYTES = 1024 * 1024  # any request's body, API or Sentry
 
 # Never treated as a parameter: it is a credential.
 _CREDENTIALS = frozenset({"private_token"})
+# What Grape's ``type: Integer`` takes: a sign and digits, however many.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def require_integer(name: str, raw: str | None) -> None:
+    """A path parameter GitLab declares ``type: Integer``: anything that is not an integer is a 400
+    ``<name> is invalid`` (after the token, project and role checks, before any lookup); an integer
+    that names nothing is the endpoint's own 404."""
+    if not _INTEGER.fullmatch(raw or ""):
+        raise errors.bad_request(f"{name} is invalid")
 
 
 def raw_body(request: Request) -> bytes:

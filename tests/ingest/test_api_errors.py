@@ -973,9 +973,12 @@ def test_patch_without_any_parameter_is_400(ctx: Ctx) -> None:
 
 
 def test_patch_of_an_unknown_key_is_404(ctx: Ctx) -> None:
-    for key_id in ("999", "0", "abc", "1.0", "99999999999999999999"):
+    for key_id in ("999", "0", "-1", "99999999999999999999"):
         reply = ctx.patch_key(key_id, form={"active": "false"})
         assert (reply.status, reply.json) == (404, KEY_NOT_FOUND), key_id
+    for key_id in ("abc", "1.0"):  # no integer at all: GitLab's 400, before any lookup
+        reply = ctx.patch_key(key_id, form={"active": "false"})
+        assert (reply.status, reply.json) == (400, {"error": "key_id is invalid"}), key_id
     assert ctx.client_keys()[0]["active"] is True
 
 
