@@ -76,6 +76,12 @@ def get_current_user() -> Response:
     return _json(entities.current_user(current().user))
 
 
+@app.route("/api/v4/version", methods=["GET"], content_types=CONTENT_TYPES)
+@requires(None)
+def get_version() -> Response:
+    return _json(entities.version())
+
+
 @app.route(SETTINGS, methods=["GET"], content_types=CONTENT_TYPES)
 @requires(MAINTAINER, preload=(Preload.SETTING,))
 def get_settings(id: str) -> Response:

@@ -11,6 +11,7 @@ import functools
 import os
 from dataclasses import dataclass
 
+VERSION = "0.1.0"  # the service's, as pyproject.toml has it (a test keeps the two equal)
 DEFAULT_REGION = "us-east-1"
 DEFAULT_TABLE = "errortracking"
 DEFAULT_KMS_KEY = "alias/errortracking"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from chalicelib import sentry
+from chalicelib import config, sentry
 from chalicelib.ingest import exceptions, normalization
 from chalicelib.ingest import payload as parts
 from chalicelib.ingest.events import frames_of, load_stored
@@ -274,6 +274,16 @@ def error_detail(
     body["latest_event"] = error_event(latest, with_payload=False) if latest is not None else None
     body["stack_trace"] = body["latest_event"]["stack_trace"] if latest is not None else []
     return body
+
+
+def version() -> dict[str, Any]:
+    """GitLab's ``GET /version`` shape, naming this service's version (not a GitLab one)."""
+    return {
+        "version": config.VERSION,
+        "revision": "errortracking",
+        "kas": {"enabled": False, "externalUrl": None, "version": None},
+        "enterprise": False,
+    }
 
 
 def current_user(item: User) -> dict[str, Any]:

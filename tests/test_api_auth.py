@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from chalicelib import accounts, config
-from tests.conftest import Api, Reply, Scene, index_caught_up
+from tests.conftest import PROJECT_DIR, Api, Reply, Scene, index_caught_up
 from tests.wire import (
     BLOCKED,
     ERROR_NOT_FOUND,
@@ -48,6 +49,7 @@ ERRORS = "/api/v4/projects/{id}/error_tracking/errors"
 ERROR = ERRORS + "/{error_id}"
 EVENTS = ERROR + "/events"
 USER = "/api/v4/user"
+VERSION = "/api/v4/version"
 INGEST = "/errortracking/api/v1/projects/api/{id}/{endpoint}"
 OPENAPI = "/api/v4/openapi.json"
 # Routes that take no GitLab token: Sentry SDKs authenticate with a client key, and the API's description.
@@ -434,8 +436,8 @@ def test_the_matrix_covers_every_route_with_the_role_it_declares() -> None:
     matrix = {(route.method, route.template): ROLE_LEVELS[route.role] for route in PROJECT_ROUTES}
     assert by_project == matrix
     others = {key for key, need in declared.items() if need.role is None}
-    # /user is tested below with every caller; the public routes take no token at all.
-    assert others == {("GET", USER), *PUBLIC_ROUTES}
+    # /user and /version are tested below with every caller; the public routes take no token at all.
+    assert others == {("GET", USER), ("GET", VERSION), *PUBLIC_ROUTES}
     assert {key for key in others if declared[key].public} == set(PUBLIC_ROUTES)
 
 
@@ -816,6 +818,37 @@ def test_current_user_refusals(api: Api, scene: Scene) -> None:
     for case, (token, _) in cases.items():
         reply = api.get(USER, headers=auth_headers(token, "private-token-header"))
         actual[case] = (reply.status, reply.json, *([problems] if (problems := hygiene(reply, token)) else []))
+    assert actual == {case: answer for case, (_, answer) in cases.items()}
+
+
+# GET /api/v4/version
+
+
+def test_version_answers_any_valid_token_in_gitlabs_shape(api: Api, scene: Scene) -> None:
+    """python-gitlab's ``gl.version()`` reads it (and says "unknown" when it fails)."""
+    import tomllib
+
+    scene.user("alice")
+    scene.user("bob", blocked=True)
+    with open(os.path.join(PROJECT_DIR, "pyproject.toml"), "rb") as project:
+        version = tomllib.load(project)["project"]["version"]
+    expected = {
+        "version": version,
+        "revision": "errortracking",
+        "kas": {"enabled": False, "externalUrl": None, "version": None},
+        "enterprise": False,
+    }
+    cases = {
+        "api": (scene.token("alice"), (200, expected)),
+        "read_api": (scene.token("alice", scopes=["read_api"]), (200, expected)),
+        "no-token": (None, (401, UNAUTHORIZED)),
+        "unknown": (NEVER_ISSUED, (401, UNAUTHORIZED)),
+        "blocked": (scene.token("bob"), (403, BLOCKED)),
+    }
+    actual = {}
+    for case, (token, _) in cases.items():
+        reply = api.get(VERSION, headers=auth_headers(token, "private-token-header"))
+        actual[case] = (reply.status, reply.json)
     assert actual == {case: answer for case, (_, answer) in cases.items()}
 
 

@@ -460,6 +460,12 @@ def test_python_gitlab_authenticates_as_root(server: Server) -> None:
     assert gl.user.username == "root"
 
 
+def test_python_gitlab_reads_the_version(server: Server) -> None:
+    """``gl.version()`` says ("unknown", "unknown") when GET /version fails."""
+    gl = gitlab.Gitlab(server.url, private_token=server.token)
+    assert gl.version() == (config.VERSION, "errortracking")
+
+
 def test_python_gitlab_settings_on_the_demo_project(server: Server) -> None:
     """Only this test touches the seeded project 'demo/errors' (id 1)."""
     gl = gitlab.Gitlab(server.url, private_token=server.token)

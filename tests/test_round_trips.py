@@ -34,6 +34,7 @@ def ready(api: Api, scene: Scene) -> tuple[Api, int]:
         ("POST", KEYS, None, 4),
         ("DELETE", KEYS + "/1", None, 3),
         ("GET", "/api/v4/user", None, 2),
+        ("GET", "/api/v4/version", None, 2),
     ],
 )
 def test_round_trips_per_endpoint(
