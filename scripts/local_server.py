@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -229,6 +230,8 @@ def main() -> int:
 
     install()
     strict_store()
+    # PynamoDB says at import, at INFO, that /etc/pynamodb has no settings: noise before the banner.
+    logging.getLogger("pynamodb.settings").setLevel(logging.WARNING)
     sys.argv = ["chalice", "--project-dir", str(ROOT), "local", "--no-autoreload", *sys.argv[1:]]
     return int(chalice_main() or 0)
 
