@@ -63,7 +63,9 @@ BURST = 50
 REFILL_PER_SECOND = 10
 EVENT_ID_MEMORY = dt.timedelta(days=30)
 _ATTEMPTS = 3
-_SHARD_ATTEMPTS = 5  # a shard count refused by a roll-up holding the shard, with backoff between
+# Plain writes to an item a roll-up transaction may hold (a shard's count, an error's status) are
+# tried this many times, with a backoff between.
+_HELD_ITEM_ATTEMPTS = 5
 
 
 def iso(moment: dt.datetime) -> str:
@@ -237,7 +239,7 @@ def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
     count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard)]
     shard = models.build(ErrorShard, targets.shard)
     new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
-    for attempt in range(_SHARD_ATTEMPTS):
+    for attempt in range(_HELD_ITEM_ATTEMPTS):
         try:
             if new_user and targets.user is not None:
                 with models.transaction() as tw:
@@ -250,7 +252,7 @@ def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
             if new_user and models.condition_failed(exc):
                 new_user = False  # another event of this user counted them first: count only the event
                 continue
-            if not models.transaction_conflict(exc) or attempt + 1 == _SHARD_ATTEMPTS:
+            if not models.transaction_conflict(exc) or attempt + 1 == _HELD_ITEM_ATTEMPTS:
                 raise
         budget.backoff(attempt)
 
@@ -409,14 +411,20 @@ def latest_event_and_pending(error: TrackedError) -> tuple[StoredEvent | None, i
 
 
 def set_status(error: TrackedError, status: str) -> TrackedError:
+    """Resolve, ignore or reopen ``error``. While it floods, a roll-up transaction may hold its item,
+    and DynamoDB refuses the update (TransactionConflict): it is tried again after a backoff."""
     project_id = int(error.project_id)
-    try:
-        error.update(
-            actions=[TrackedError.status.set(status), TrackedError.listing.set(listing(project_id, status))],
-            condition=TrackedError.pk.exists(),
-        )
-    except Exception as exc:
-        if models.condition_failed(exc):
-            raise errors.not_found("Error") from exc
-        raise
+    for attempt in range(_HELD_ITEM_ATTEMPTS):
+        try:
+            error.update(
+                actions=[TrackedError.status.set(status), TrackedError.listing.set(listing(project_id, status))],
+                condition=TrackedError.pk.exists(),
+            )
+            return error
+        except UpdateError as exc:
+            if models.condition_failed(exc):
+                raise errors.not_found("Error") from exc
+            if not models.transaction_conflict(exc) or attempt + 1 == _HELD_ITEM_ATTEMPTS:
+                raise
+        budget.backoff(attempt)
     return error

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from scripts.strict_store import StrictStore
 from tests.conftest import Api, Reply, Scene, index_caught_up
 from tests.wire import (
     CLIENT_KEY_FIELDS,
@@ -728,6 +729,19 @@ def test_put_status_answers_the_updated_error(ctx: Ctx) -> None:
     reply = ctx.api.put(ERROR.format(ctx.project_id, error["id"]), json_body={"status": "ignored"})
     assert reply.status == 200, reply.body
     assert reply.json["status"] == "ignored"
+
+
+def test_resolving_an_error_a_roll_up_holds_still_resolves_it(ctx: Ctx, strict: StrictStore) -> None:
+    """While an error floods, roll-up transactions hold its item, and DynamoDB refuses any other
+    write to it (TransactionConflict): resolving it then was a 503 for the person triaging."""
+    ctx.send(exception_event())
+    (error,) = ctx.ok_list()
+    strict.conflict_next(lambda pk: pk == f"error#{ctx.project_id}#{error['id']}", times=2)
+    reply = ctx.set_status(error["id"], "resolved")
+    assert reply.status == 200, reply.body
+    assert reply.json["status"] == "resolved"
+    assert strict.refused == ["UpdateItem: TransactionConflictException"] * 2
+    assert ctx.detail(error["id"]).json["status"] == "resolved"
 
 
 def test_put_invalid_or_missing_status_is_400(ctx: Ctx) -> None:
