@@ -41,6 +41,16 @@ LONG_PATH = "acme%2F" + "a" * 3000
 NEVER_ISSUED = "glpat-" + "Zq3" * 10
 
 
+def _tracking_errors(api: Api, scene: Scene) -> tuple[Any, str]:
+    """Project "acme/shop" with integrated error tracking on (and so its first key), and its
+    maintainer's token."""
+    project = scene.project("acme/shop")
+    token = scene.maintainer(project)
+    path = f"/api/v4/projects/{project.project_id}/error_tracking/settings"
+    assert api.put(path, token=token, json_body={"active": True, "integrated": True}).status == 200
+    return project, token
+
+
 def _call(api: Api, route: Route, ref: str | int, token: str, *, key_id: Any = 1, error_id: Any = 1) -> Any:
     reply = api.call(
         route.method, route.template.format(id=ref, key_id=key_id, error_id=error_id), token=token, json_body=route.body
@@ -73,16 +83,7 @@ def test_an_over_long_project_path_is_401_for_a_bad_token_and_404_for_a_good_one
 def test_an_over_long_key_or_error_id_is_not_found(
     api: Api, scene: Scene, route: Route, name: str, answer: dict[str, str]
 ) -> None:
-    project = scene.project("acme/shop")
-    token = scene.maintainer(project)
-    assert (
-        api.put(
-            f"/api/v4/projects/{project.project_id}/error_tracking/settings",
-            token=token,
-            json_body={"active": True, "integrated": True},
-        ).status
-        == 200
-    )
+    project, token = _tracking_errors(api, scene)
     assert _call(api, route, int(project.project_id), token, **{name: "9" * 3000}) == (404, answer)
 
 
@@ -90,16 +91,7 @@ def test_an_over_long_key_or_error_id_is_not_found(
 def test_an_over_long_sentry_key_is_403_unknown_client_key(api: Api, scene: Scene, endpoint: str) -> None:
     """Was a 500: the key's claim went into the ingestion's BatchGetItem. DSNs are public, so anyone
     could keep the 5xx alarm firing."""
-    project = scene.project("acme/shop")
-    token = scene.maintainer(project)
-    assert (
-        api.put(
-            f"/api/v4/projects/{project.project_id}/error_tracking/settings",
-            token=token,
-            json_body={"active": True, "integrated": True},
-        ).status
-        == 200
-    )
+    project, _ = _tracking_errors(api, scene)
     before = raw_items()
     event = json.dumps({"message": "from a forged key"}).encode()
     body = b"{}\n" + json.dumps({"type": "event"}).encode() + b"\n" + event if endpoint == "envelope" else event
@@ -117,10 +109,8 @@ def test_keys_left_unprocessed_are_asked_for_again(
 ) -> None:
     """DynamoDB may answer a BatchGetItem with some keys unprocessed: half the keys of every batch
     are left here, and every answer is still whole."""
-    project = scene.project("acme/shop")
-    token = scene.maintainer(project)
+    project, token = _tracking_errors(api, scene)
     path = f"/api/v4/projects/{project.project_id}/error_tracking/settings"
-    assert api.put(path, token=token, json_body={"active": True, "integrated": True}).status == 200
     strict.unprocessed_rate = 0.5
     aws_calls.clear()
     answers = [api.get(path, token=token) for _ in range(20)]
@@ -148,10 +138,8 @@ def test_keys_never_processed_end_in_503_after_spaced_tries(
     """PynamoDB's batch read asked again at once, in a loop with no end, while DynamoDB was saying
     it had no room: now each try waits a jittered backoff, and a read that never completes is a 503
     within the request's budget."""
-    project = scene.project("acme/shop")
-    token = scene.maintainer(project)
+    project, token = _tracking_errors(api, scene)
     path = f"/api/v4/projects/{project.project_id}/error_tracking/settings"
-    assert api.put(path, token=token, json_body={"active": True, "integrated": True}).status == 200
     waits: list[float] = []
     monkeypatch.setattr("chalicelib.budget.time.sleep", waits.append)
     strict.unprocessed_rate = 1.0
