@@ -73,6 +73,13 @@ def not_found(what: str | None = None) -> ApiError:
     return message(404, f"{what} Not Found" if what else "Not Found")
 
 
+def route_not_found() -> ApiError:
+    """GitLab's answer to a path no route has, whatever the method (Grape's catch-all route). API
+    Gateway gives the same from the template's gateway responses (.chalice/merge-template.json), and
+    the local server from this; every answer under /api carries GitLab's CORS origin, this one too."""
+    return ApiError(404, {"error": "404 Not Found"}, {"Access-Control-Allow-Origin": "*"})
+
+
 def client_key_not_found() -> ApiError:
     # GitLab's client key endpoint writes it with a lower-case "f".
     return message(404, "Not found")

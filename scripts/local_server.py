@@ -17,7 +17,10 @@ them:
 - a body the handler cannot frame (a bad Content-Length, a malformed chunk, a transfer coding other
   than chunked, both framings at once) is 400 or 501, and the connection is closed;
 - a connection idle for ``IDLE_TIMEOUT`` seconds is closed;
-- what the server itself answers (these refusals, unknown methods) is JSON, like the API.
+- what the server itself answers (these refusals, unknown methods) is JSON, like the API;
+- a path no route has, with any method, gets GitLab's 404 ``{"error":"404 Not Found"}``, as the
+  deployed API answers it from its gateway responses (`chalice local` answered its own 403
+  "Missing Authentication Token").
 
 Arguments are `chalice local`'s (``--host``, ``--port``, ``--stage``); autoreload is always off.
 """
@@ -128,7 +131,7 @@ def read_body(headers: Any, rfile: Any, limit: int) -> bytes | None:
 
 def handler_class() -> type:
     """chalice local's request handler, reading bodies as the module docstring says."""
-    from chalice.local import ChaliceRequestHandler
+    from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalGatewayException
 
     from chalicelib import errors
     from chalicelib.params import MAX_BODY_BYTES
@@ -149,22 +152,38 @@ def handler_class() -> type:
             self.close_connection = True
             self._send_json(refusal.status, errors.message(refusal.status, refusal.text).body, close=True)
 
-        def _send_json(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
+        def _send_json(
+            self, status: int, body: dict[str, Any], *, headers: dict[str, str] | None = None, close: bool = False
+        ) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                if name.lower() != "content-type":
+                    self.send_header(name, value)
             if close:
                 self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
 
+        def _send_api_error(self, error: errors.ApiError, *, close: bool = False) -> None:
+            self._send_json(error.status, error.body, headers=error.headers, close=close)
+
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             # The standard library's own answers (unknown method, bad request line) are HTML pages.
             self.close_connection = True
             phrase = self.responses.get(code, ("Error",))[0]
             self._send_json(code, {"message": f"{code} {phrase}"}, close=True)
+
+        def _send_error_response(self, error: LocalGatewayException) -> None:
+            # chalice local's gateway raises ForbiddenError ("Missing Authentication Token") when no
+            # route has the path; it raises nothing else here, as the app defines no Chalice authorizer.
+            if isinstance(error, ForbiddenError):
+                self._send_api_error(errors.route_not_found())
+                return
+            super()._send_error_response(error)
 
         def _generic_handle(self) -> None:
             try:
@@ -192,18 +211,26 @@ def handler_class() -> type:
     return BodyReadingHandler
 
 
-def install() -> None:
-    """Make `chalice local` serve with :func:`handler_class`'s handler."""
+_chalice_create_local_server: Any = None  # chalice.local's own, once install() has replaced it
+
+
+def create_server(app_obj: Any, config: Any, host: str, port: int) -> Any:
+    """`chalice local`'s server (a chalice.local.LocalDevServer) with :func:`handler_class`'s handler."""
     from chalice import local
 
-    create = local.create_local_server
+    server = (_chalice_create_local_server or local.create_local_server)(app_obj, config, host, port)
+    server.server.RequestHandlerClass = functools.partial(handler_class(), app_object=app_obj, config=config)
+    return server
 
-    def create_local_server(app_obj: Any, config: Any, host: str, port: int) -> Any:
-        server = create(app_obj, config, host, port)
-        server.server.RequestHandlerClass = functools.partial(handler_class(), app_object=app_obj, config=config)
-        return server
 
-    local.create_local_server = create_local_server
+def install() -> None:
+    """Make `chalice local` serve with :func:`handler_class`'s handler."""
+    global _chalice_create_local_server
+    from chalice import local
+
+    if local.create_local_server is not create_server:
+        _chalice_create_local_server = local.create_local_server
+        local.create_local_server = create_server
 
 
 def strict_store() -> Any:

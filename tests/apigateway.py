@@ -21,11 +21,18 @@ handler with it. What it follows, from AWS's documentation and captures of real 
   both query maps ``None`` without a query ("Input format of a Lambda function for proxy
   integration");
 - routing, by the template's paths, ignores a trailing slash; a path or method no route has, and
-  a CORS preflight (a mock integration), never reach the Lambda;
+  a CORS preflight (a mock integration), never reach the Lambda; a path or method no route has is
+  answered by the template's MISSING_AUTHENTICATION_TOKEN gateway response ("Gateway response
+  types": "including the cases when the client attempts to invoke an unsupported API method or
+  resource"), its status, its `gatewayresponse.header.*` values and its application/json template;
 - an answer reaches the client as bytes only when the Lambda base64-encoded it and the request's
   first Accept value matches a binary media type; otherwise as the text the Lambda returned.
 
-Not modelled: payload limits (10 MB, 6 MB of event), gateway responses, throttling.
+Not modelled: payload limits (10 MB, 6 MB of event), the other gateway responses, throttling,
+CloudFront in front of an edge-optimized API (it refuses methods other than GET, HEAD, OPTIONS, PUT,
+PATCH, POST and DELETE with its own 403 before API Gateway sees them: "HTTP 403 status code
+(Invalid method)" in CloudFront's developer guide), and what API Gateway answers a path no route
+has when the request carries an ``Authorization`` header (reported as a 403 about that header).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import importlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -68,6 +75,10 @@ EDGE_IP = "198.51.100.20"
 class Unrouted(LookupError):
     """API Gateway answers the request itself, no Lambda runs: no route has it (the
     MISSING_AUTHENTICATION_TOKEN gateway response), or a mock integration does (CORS preflights)."""
+
+
+class NoRoute(Unrouted):
+    """No resource has the path, or the resource has no such method."""
 
 
 def media_type(content_type: str | None) -> str:
@@ -118,6 +129,7 @@ class Gateway:
     timeout_ms: int
     api_id: str = "a1b2c3d4e5"
     region: str = "us-east-1"
+    gateway_responses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # type -> Properties
 
     @classmethod
     def of(cls, template: dict[str, Any]) -> Gateway:
@@ -139,6 +151,11 @@ class Gateway:
             function_name="APIHandler",
             memory_mb=int(function["MemorySize"]),
             timeout_ms=int(function["Timeout"]) * 1000,
+            gateway_responses={
+                resource["Properties"]["ResponseType"]: resource["Properties"]
+                for resource in resources.values()
+                if resource.get("Type") == "AWS::ApiGateway::GatewayResponse"
+            },
         )
 
     @property
@@ -165,7 +182,7 @@ class Gateway:
             path = parts.path
         routed = _route(self.routes, path)
         if routed is None or method not in self.routes[routed[0]]:
-            raise Unrouted(f"no route for {method} {path}")
+            raise NoRoute(f"no route for {method} {path}")
         resource, path_params = routed
         if self.routes[resource][method] != "aws_proxy":
             raise Unrouted(f"{method} {resource} is answered by a {self.routes[resource][method]} integration")
@@ -249,5 +266,20 @@ class Gateway:
             data = body.encode("utf-8")
         return Reply(int(answer["statusCode"]), headers, data)
 
+    def gateway_response(self, response_type: str, method: str) -> Reply:
+        """What the template's gateway response of that type puts on the wire."""
+        properties = self.gateway_responses[response_type]
+        headers = {
+            name.removeprefix("gatewayresponse.header.").lower(): value.strip("'")
+            for name, value in properties.get("ResponseParameters", {}).items()
+            if name.startswith("gatewayresponse.header.")
+        }
+        body = properties["ResponseTemplates"]["application/json"].encode()
+        return Reply(int(properties["StatusCode"]), headers, b"" if method == "HEAD" else body)
+
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, body: bytes = b"") -> Reply:
-        return self.invoke(self.event(method, url, headers=headers, body=body))
+        try:
+            event = self.event(method, url, headers=headers, body=body)
+        except NoRoute:
+            return self.gateway_response("MISSING_AUTHENTICATION_TOKEN", method)
+        return self.invoke(event)

@@ -976,8 +976,9 @@ def test_path_id_is_decoded_exactly_once_when_handed_over_decoded(gateway: Any, 
 def test_unknown_route_is_refused_without_echoing_the_token(api: Api, world: World) -> None:
     for path in ("/api/v4/nope", f"/api/v4/projects/{world.project_id}/error_tracking/nope", "/api/v4/projects"):
         reply = api.get(path, token=world.keeper)
-        # Chalice's own answer, before any of our code runs; deployed, the gateway maps it to GitLab's
-        # 404 {"error": "404 Not Found"} (the template's GatewayResponse, tests/test_package.py).
+        # chalice.test.Client's own answer, before any of our code runs. The servers users reach give
+        # GitLab's 404 {"error": "404 Not Found"}: the deployed gateway (tests/test_apigateway.py) and
+        # `make run`'s handler (tests/test_local_server.py).
         assert (reply.status, reply.json) == (403, {"message": "Missing Authentication Token"}), reply.body
         assert world.keeper not in reply.body.decode("utf-8")
 

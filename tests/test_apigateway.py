@@ -21,12 +21,13 @@ from chalice.app import APIGateway
 from sentry_sdk.utils import Dsn
 
 from app import INGEST
-from chalicelib import config
+from chalicelib import config, errors
 from scripts.strict_store import StrictStore
 from tests.apigateway import Gateway
 from tests.conftest import Reply, Scene, index_caught_up
 from tests.ingest.test_api_ingestion import compress, event_envelope, exception_event, header_encoding
 from tests.test_e2e import SMOKE_CHECKS
+from tests.wire import GATEWAY_METHODS, ROUTE_NOT_FOUND, UNROUTED_PATHS
 
 ENCODINGS = ["identity", "gzip", "deflate", "br"]
 # What SDKs and tools send: @sentry/node none, sentry-python the envelope type (and JSON to the
@@ -222,6 +223,25 @@ def test_the_event_is_shaped_as_api_gateway_sends_it(deployed: Deployed) -> None
     assert bare["pathParameters"] is None
     reply = deployed.gateway.invoke(event)
     assert reply.status == 200 and reply.json == [], reply.body
+
+
+# What no route has: GitLab's 404, from the gateway's own responses
+
+
+def test_a_path_no_route_has_gets_gitlabs_404_whatever_the_method(gateway: Gateway) -> None:
+    # A method a resource lacks is answered the same way ("unsupported API method or resource").
+    lacking = [("DELETE", "/api/v4/user"), ("GET", INGEST.format(project_id=1) + "/envelope/")]
+    requests = [(method, path) for path in UNROUTED_PATHS for method in GATEWAY_METHODS] + lacking
+    for base in (gateway.url, CUSTOM_DOMAIN):
+        for method, path in requests:
+            reply = gateway.request(method, base + path, headers={"Origin": "https://app.example"})
+            assert reply.status == 404, (method, path)
+            assert (json.loads(reply.body) if reply.body else None) == (None if method == "HEAD" else ROUTE_NOT_FOUND)
+            assert reply.headers == {"content-type": "application/json", "access-control-allow-origin": "*"}
+    # The template and the local server (chalicelib/errors.py) answer alike.
+    local = errors.route_not_found()
+    assert (local.status, local.body) == (404, ROUTE_NOT_FOUND)
+    assert {k.lower(): v for k, v in local.to_response().headers.items()} == reply.headers
 
 
 # Deployed without ERRORTRACKING_PUBLIC_URL: URLs are the ones the client called

@@ -29,6 +29,19 @@ PAYLOAD_TOO_LARGE = {"message": "413 Payload Too Large"}
 UNAVAILABLE = {"message": "503 Service Unavailable"}
 ERROR_NOT_FOUND = {"message": "404 Error Not Found"}
 METHOD_NOT_ALLOWED = {"message": "405 Method Not Allowed"}
+ROUTE_NOT_FOUND = {"error": "404 Not Found"}  # GitLab's catch-all, for a path no route has
+# Paths no route has, each under every method: what GitLab answers ROUTE_NOT_FOUND to.
+UNROUTED_PATHS = [
+    "/api/v4/nope",
+    "/api/v4/projects/group/project/error_tracking/settings",  # the path id's slash not encoded
+    "/api/v4/projects/1/error_tracking/nope",
+    "/api/v4/projects",
+    "/api/v4",
+    "/",
+    "/errortracking/api/v1/projects/api/1/nope/",
+]
+# Methods API Gateway can route (a REST API method is one of these, or ANY).
+GATEWAY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 NOT_AN_OBJECT = {"error": "The request body must be a JSON object"}
 
 

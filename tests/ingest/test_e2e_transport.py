@@ -55,8 +55,9 @@ class Connection:
         self.buffer += chunk
         return bool(chunk)
 
-    def answer(self) -> Answer:
-        """The next response on the connection (an interim 100 Continue included)."""
+    def answer(self, *, to_head: bool = False) -> Answer:
+        """The next response on the connection (an interim 100 Continue included); one to a HEAD
+        request (``to_head``) has no body, whatever its Content-Length says."""
         while b"\r\n\r\n" not in self.buffer:
             assert self._fill(), f"the server closed the connection mid-answer: {self.buffer!r}"
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -65,7 +66,7 @@ class Connection:
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
+        length = 0 if to_head else int(headers.get("content-length", "0"))
         while len(self.buffer) < length:
             assert self._fill(), "the server closed the connection before the body's end"
         body, self.buffer = self.buffer[:length], self.buffer[length:]

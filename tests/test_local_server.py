@@ -1,0 +1,100 @@
+"""The local server `make run` serves with (scripts/local_server.py's request handler on `chalice
+local`), in this process on the moto store, spoken to over a raw socket: what it answers itself,
+before any route runs, must be what the deployed API answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from chalicelib import errors
+from tests.apigateway import Gateway
+from tests.conftest import PROJECT_DIR
+from tests.ingest.test_e2e_transport import Answer, Connection, request_head
+from tests.wire import GATEWAY_METHODS, ROUTE_NOT_FOUND, UNROUTED_PATHS
+
+
+@dataclass
+class Local:
+    port: int
+
+    def connect(self) -> Connection:
+        return Connection(self)  # type: ignore[arg-type]  # it reads .port only
+
+    def send(self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Answer:
+        connection = self.connect()
+        try:
+            sent = {**(headers or {}), **({"Content-Length": str(len(body))} if body else {})}
+            connection.send(request_head(method, target, sent) + body)
+            return connection.answer(to_head=method == "HEAD")
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def local(store: None) -> Iterator[Local]:
+    from chalice.config import Config
+
+    from app import app
+    from scripts import local_server
+
+    app_class = app.__class__  # chalice local makes the app's request thread-local by changing its class
+    server = local_server.create_server(
+        app, Config.create(chalice_stage="dev", project_dir=PROJECT_DIR), "127.0.0.1", 0
+    )
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Local(server.server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server.server_close()
+        thread.join(timeout=10)
+        app.__class__ = app_class
+
+
+def gitlab_headers(answer: Answer) -> dict[str, str]:
+    """The headers a client reads of an error answer (not the server's Date, Server, framing)."""
+    return {k: v for k, v in answer.headers.items() if k == "content-type" or k.startswith("access-control-")}
+
+
+def assert_route_not_found(answer: Answer, method: str, target: str) -> None:
+    expected = errors.route_not_found()
+    assert answer.status == 404, (method, target, answer)
+    if method != "HEAD":
+        assert answer.json == ROUTE_NOT_FOUND, (method, target, answer.body)
+    assert gitlab_headers(answer) == {"content-type": "application/json", "access-control-allow-origin": "*"}
+    assert gitlab_headers(answer) == {k.lower(): v for k, v in expected.to_response().headers.items()}
+
+
+def test_a_path_no_route_has_gets_gitlabs_404_whatever_the_method(local: Local) -> None:
+    connection = local.connect()
+    try:
+        for path in UNROUTED_PATHS:
+            for method in GATEWAY_METHODS:
+                # A token changes nothing (chalice local answered a different 403 to an Authorization header).
+                for headers in ({}, {"PRIVATE-TOKEN": "glpat-x"}, {"Authorization": "Bearer glpat-x"}):
+                    connection.send(request_head(method, path, headers))
+                    assert_route_not_found(connection.answer(to_head=method == "HEAD"), method, path)
+        # Each answered on the same kept-alive connection, which still serves the next request.
+        connection.send(request_head("GET", "/api/v4/user", {}))
+        assert connection.answer().status == 401
+    finally:
+        connection.close()
+
+
+def test_the_local_server_and_the_deployed_gateway_answer_unrouted_requests_alike(
+    local: Local, packaged: Callable[[str], dict[str, Any]]
+) -> None:
+    gateway = Gateway.of(packaged("dev"))
+    for path in UNROUTED_PATHS:
+        for method in GATEWAY_METHODS:
+            deployed = gateway.request(method, gateway.url + path)
+            here = local.send(method, path)
+            assert (here.status, gitlab_headers(here)) == (deployed.status, deployed.headers), (method, path)
+            assert (here.json if here.body else None) == (deployed.json if deployed.body else None), (method, path)
