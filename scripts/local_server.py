@@ -17,10 +17,11 @@ them:
 - a body the handler cannot frame (a bad Content-Length, a malformed chunk, a transfer coding other
   than chunked, both framings at once) is 400 or 501, and the connection is closed;
 - a connection idle for ``IDLE_TIMEOUT`` seconds is closed;
-- what the server itself answers (these refusals, unknown methods) is JSON, like the API;
-- a path no route has, with any method, gets GitLab's 404 ``{"error":"404 Not Found"}``, as the
-  deployed API answers it from its gateway responses (`chalice local` answered its own 403
-  "Missing Authentication Token").
+- what the server itself answers (these refusals) is JSON, like the API;
+- a path no route has, with any method, and a method the server has no handler for (TRACE,
+  CONNECT, PROPFIND, QUERY, ...) on any path, get GitLab's 404 ``{"error":"404 Not Found"}``, as
+  the deployed API answers them from its gateway responses (`chalice local` answered its own 403
+  "Missing Authentication Token", and the standard library a 501).
 
 Arguments are `chalice local`'s (``--host``, ``--port``, ``--stage``); autoreload is always off.
 """
@@ -33,6 +34,7 @@ import logging
 import os
 import sys
 import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +175,11 @@ def handler_class() -> type:
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             # The standard library's own answers (unknown method, bad request line) are HTML pages.
+            # Its body, if any, is unread: the connection cannot carry another request.
             self.close_connection = True
+            if code == HTTPStatus.NOT_IMPLEMENTED:  # only sent for a method with no do_* handler
+                self._send_api_error(errors.route_not_found(), close=True)
+                return
             phrase = self.responses.get(code, ("Error",))[0]
             self._send_json(code, {"message": f"{code} {phrase}"}, close=True)
 

@@ -18,6 +18,9 @@ from tests.conftest import PROJECT_DIR
 from tests.ingest.test_e2e_transport import Answer, Connection, request_head
 from tests.wire import GATEWAY_METHODS, ROUTE_NOT_FOUND, UNROUTED_PATHS
 
+# Methods no handler of the server has, the standard library's (501) until now.
+UNKNOWN_METHODS = ["TRACE", "CONNECT", "QUERY", "PROPFIND", "MKCOL", "LOCK", "BREW"]
+
 
 @dataclass
 class Local:
@@ -86,6 +89,21 @@ def test_a_path_no_route_has_gets_gitlabs_404_whatever_the_method(local: Local) 
         assert connection.answer().status == 401
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("method", UNKNOWN_METHODS)
+def test_a_method_the_server_has_no_handler_for_gets_the_same_404(local: Local, method: str) -> None:
+    for target in ("/api/v4/user", "/api/v4/projects/1/error_tracking/settings", "/api/v4/nope", "*"):
+        connection = local.connect()
+        try:
+            connection.send(request_head(method, target, {"Content-Length": "5"}) + b"hello")
+            answer = connection.answer()
+            assert_route_not_found(answer, method, target)
+            # Its body was not read, so the connection cannot carry another request.
+            assert answer.headers.get("connection") == "close"
+            assert connection.closed_by_server()
+        finally:
+            connection.close()
 
 
 def test_the_local_server_and_the_deployed_gateway_answer_unrouted_requests_alike(

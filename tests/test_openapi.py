@@ -542,9 +542,9 @@ def api_schema(target: Target) -> Any:
                 {"include-name": f"PATCH {key_path}", "parameters": {"path.key_id": target.patch_key_id}},
                 {"include-name": f"DELETE {key_path}", "parameters": {"path.key_id": target.delete_key_id}},
             ],
-            # Undeclared methods must answer 405 with Allow. TRACE and QUERY are left out: `chalice local`'s
-            # HTTP server answers them itself (501, an HTML page) before the app sees the request, and API
-            # Gateway does not route them either; nothing in app.py can change that.
+            # Undeclared methods must answer 405 with Allow. TRACE and QUERY are left out: the local server
+            # answers them itself, as a route that does not exist (404, tests/test_local_server.py), before
+            # the app sees the request, and API Gateway does not route them either.
             "phases": {"coverage": {"unexpected-methods": ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]}},
         }
     )
