@@ -41,6 +41,26 @@ INGEST = "/errortracking/api/v1/projects/api/{project_id}"
 # Any content type, or none, as Sentry takes: @sentry/node sends none, browsers text/plain, curl's
 # --data-binary a form type. The body is read by its bytes whatever it says it is.
 SENTRY_CONTENT_TYPES = ["*/*"]
+# GitLab's CORS for /api/* called with a token (config/application.rb, Rack::Cors): any origin, never
+# credentials (no cookie session here to protect), the token headers, and the pagination headers
+# readable by the page; X-Next-Cursor and Retry-After are this service's own. The browser may cache
+# a preflight as long as rack-cors lets it (7200 s).
+API_CORS = CORSConfig(
+    allow_origin="*",
+    allow_headers=["PRIVATE-TOKEN", "Authorization", "Content-Type"],
+    expose_headers=[
+        "Link",
+        "X-Total",
+        "X-Total-Pages",
+        "X-Per-Page",
+        "X-Page",
+        "X-Next-Page",
+        "X-Prev-Page",
+        "X-Next-Cursor",
+        "Retry-After",
+    ],
+    max_age=7200,
+)
 # Browser SDKs post cross-origin and must read the rate-limit headers.
 SENTRY_CORS = CORSConfig(
     allow_origin="*",
@@ -70,19 +90,19 @@ def _current_error() -> TrackedError:
     return error
 
 
-@app.route("/api/v4/user", methods=["GET"], content_types=CONTENT_TYPES)
+@app.route("/api/v4/user", methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(None)
 def get_current_user() -> Response:
     return _json(entities.current_user(current().user))
 
 
-@app.route("/api/v4/version", methods=["GET"], content_types=CONTENT_TYPES)
+@app.route("/api/v4/version", methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(None)
 def get_version() -> Response:
     return _json(entities.version())
 
 
-@app.route(SETTINGS, methods=["GET"], content_types=CONTENT_TYPES)
+@app.route(SETTINGS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.SETTING,))
 def get_settings(id: str) -> Response:
     setting = current().setting
@@ -91,14 +111,14 @@ def get_settings(id: str) -> Response:
     return _setting_response(setting)
 
 
-@app.route(SETTINGS, methods=["PATCH"], content_types=CONTENT_TYPES)
+@app.route(SETTINGS, methods=["PATCH"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.SETTING,))
 def patch_settings(id: str) -> Response:
     change = settings.parse_change(request_params(_request()), integrated_required=False)
     return _setting_response(settings.save(current_project(), current().setting, change, create=False))
 
 
-@app.route(SETTINGS, methods=["PUT"], content_types=CONTENT_TYPES)
+@app.route(SETTINGS, methods=["PUT"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.SETTING,))
 def put_settings(id: str) -> Response:
     change = settings.parse_change(request_params(_request()), integrated_required=True)
@@ -107,7 +127,7 @@ def put_settings(id: str) -> Response:
     return _setting_response(settings.save(current_project(), current().setting, change, create=True))
 
 
-@app.route(CLIENT_KEYS, methods=["GET"], content_types=CONTENT_TYPES)
+@app.route(CLIENT_KEYS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER)
 def list_client_keys(id: str) -> Response:
     request = _request()
@@ -118,14 +138,14 @@ def list_client_keys(id: str) -> Response:
     return _json([entities.client_key(key, base) for key in page], headers=headers)
 
 
-@app.route(CLIENT_KEYS, methods=["POST"], content_types=CONTENT_TYPES)
+@app.route(CLIENT_KEYS, methods=["POST"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER)
 def create_client_key(id: str) -> Response:
     key = client_keys.create_key(current_project())
     return _json(entities.client_key(key, public_base_url(_request())), status=201)
 
 
-@app.route(CLIENT_KEY, methods=["DELETE"], content_types=CONTENT_TYPES)
+@app.route(CLIENT_KEY, methods=["DELETE"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.CLIENT_KEY,))
 def delete_client_key(id: str, key_id: str) -> Response:
     require_integer("key_id", key_id)
@@ -133,7 +153,7 @@ def delete_client_key(id: str, key_id: str) -> Response:
     return _json(entities.client_key(key, public_base_url(_request())))
 
 
-@app.route(CLIENT_KEY, methods=["PATCH"], content_types=CONTENT_TYPES)
+@app.route(CLIENT_KEY, methods=["PATCH"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.CLIENT_KEY,))
 def update_client_key(id: str, key_id: str) -> Response:
     require_integer("key_id", key_id)
@@ -157,7 +177,7 @@ def update_client_key(id: str, key_id: str) -> Response:
     return _json(entities.client_key(key, public_base_url(_request())))
 
 
-@app.route(ERRORS, methods=["GET"], content_types=CONTENT_TYPES)
+@app.route(ERRORS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(REPORTER)
 def list_errors(id: str) -> Response:
     request = _request()
@@ -184,7 +204,7 @@ def list_errors(id: str) -> Response:
     )
 
 
-@app.route(ERROR, methods=["GET"], content_types=CONTENT_TYPES)
+@app.route(ERROR, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(REPORTER, preload=(Preload.ERROR,))
 def get_error(id: str, error_id: str) -> Response:
     error = _current_error()
@@ -194,7 +214,7 @@ def get_error(id: str, error_id: str) -> Response:
     )
 
 
-@app.route(ERROR + "/events", methods=["GET"], content_types=CONTENT_TYPES)
+@app.route(ERROR + "/events", methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(REPORTER, preload=(Preload.ERROR,))
 def list_error_events(id: str, error_id: str) -> Response:
     request = _request()
@@ -212,7 +232,7 @@ def list_error_events(id: str, error_id: str) -> Response:
     )
 
 
-@app.route(ERROR, methods=["PUT"], content_types=CONTENT_TYPES)
+@app.route(ERROR, methods=["PUT"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(DEVELOPER, preload=(Preload.ERROR,))
 def update_error(id: str, error_id: str) -> Response:
     params = Params(request_params(_request()))
@@ -252,7 +272,7 @@ def ingest_store(project_id: str) -> Response:
 _openapi_document: dict[str, Any] = {}
 
 
-@app.route("/api/v4/openapi.json", methods=["GET"])
+@app.route("/api/v4/openapi.json", methods=["GET"], cors=API_CORS)
 @public
 def get_openapi_document() -> Response:
     if not _openapi_document:

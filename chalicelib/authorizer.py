@@ -296,10 +296,12 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
 
     def authorize_request(request: Request, get_response: Callable[[Request], Response]) -> Response:
         token = None
-        entry = None
+        entries = app.routes.get(request.path, {})
+        entry = entries.get(request.method)
+        # Every method of a path shares one CORS config (Chalice insists), the 405 of a missing one too.
+        cors = next((e.cors for e in entries.values() if e.cors is not None), None)
         try:
             check_body_size(request)
-            entry = app.routes.get(request.path, {}).get(request.method)
             if entry is not None:  # an unknown method falls through to Chalice's 405
                 requirement = getattr(entry.view_function, "requirement", None)
                 if not isinstance(requirement, Requirement):
@@ -309,8 +311,6 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
             response = get_response(request)
         except errors.ApiError as error:
             response = error.to_response()
-            if entry is not None and entry.cors is not None:  # browsers must read refusals too
-                response.headers.update(entry.cors.get_access_control_headers())
         except Exception as exc:
             # Never a trace on the wire. The log has it, and never a token: none is in a message.
             if models.unavailable(exc):
@@ -322,7 +322,11 @@ def middleware(app: Chalice) -> Callable[[Request, Callable[[Request], Response]
         finally:
             if token is not None:
                 _current.reset(token)
-        return errors.normalize(response)
+        response = errors.normalize(response)
+        if cors is not None:  # browsers must read refusals too
+            for name, value in cors.get_access_control_headers().items():
+                response.headers.setdefault(name, value)
+        return response
 
     return authorize_request
 

@@ -139,7 +139,9 @@ def normalize(response: Response) -> Response:
     if response.status_code < 400 or not (isinstance(body, dict) and "Code" in body and "Message" in body):
         return response
     status = response.status_code if response.status_code in (400, 405, 415) else 500
-    headers = {k: v for k, v in response.headers.items() if k.lower() == "allow"}
+    headers = {
+        k: v for k, v in response.headers.items() if k.lower() == "allow" or k.lower().startswith("access-control-")
+    }
     return Response(
         body=_chalice_body(status, str(body["Message"])), status_code=status, headers={**JSON_HEADERS, **headers}
     )

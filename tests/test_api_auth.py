@@ -25,6 +25,8 @@ from chalicelib import accounts, config
 from tests.conftest import PROJECT_DIR, Api, Reply, Scene, index_caught_up
 from tests.wire import (
     BLOCKED,
+    CORS_EXPOSED_HEADERS,
+    CORS_REQUEST_HEADERS,
     ERROR_NOT_FOUND,
     EXPIRED,
     FORBIDDEN,
@@ -39,6 +41,7 @@ from tests.wire import (
     UNAUTHORIZED,
     UNKNOWN_KEY,
     UNKNOWN_PROJECT,
+    cors_list,
     not_json,
 )
 
@@ -981,6 +984,41 @@ def test_unknown_route_is_refused_without_echoing_the_token(api: Api, world: Wor
         # `make run`'s handler (tests/test_local_server.py).
         assert (reply.status, reply.json) == (403, {"message": "Missing Authentication Token"}), reply.body
         assert world.keeper not in reply.body.decode("utf-8")
+
+
+def preflight_answer(path: str, headers: dict[str, str]) -> Reply:
+    """A CORS preflight as chalice local's gateway answers it (chalice.test.Client cannot: no body)."""
+    from chalice.config import Config
+    from chalice.local import LocalGateway
+
+    from app import app
+
+    answer = LocalGateway(app, Config.create(chalice_stage="dev")).handle_request("OPTIONS", path, headers, None)
+    return Reply(answer["statusCode"], {k.lower(): v for k, v in answer["headers"].items()}, b"")
+
+
+def test_a_page_on_any_origin_may_call_the_api_with_a_token_but_no_cookie(api: Api, world: World) -> None:
+    """GitLab's CORS for /api: a preflight from any origin is answered, answers carry the origin and
+    expose the pagination headers, and credentials (cookies) are never allowed."""
+    origin = {"Origin": "https://dashboard.example"}
+    keys = KEYS.format(id=world.project_id)
+    preflight = preflight_answer(
+        keys, {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "private-token"}
+    )
+    assert preflight.status == 200, preflight.body
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert cors_list(preflight.headers, "access-control-allow-methods") >= {"get", "post"}
+    assert cors_list(preflight.headers, "access-control-allow-headers") >= CORS_REQUEST_HEADERS
+    listed = api.get(keys + "?per_page=1", token=world.keeper, headers=origin)
+    refused = api.get(keys, token=NEVER_ISSUED, headers=origin)
+    wrong_method = api.call("PUT", keys, token=world.keeper, headers=origin)
+    for reply, status in ((listed, 200), (refused, 401), (wrong_method, 405)):
+        assert reply.status == status, reply.body
+        assert reply.headers["access-control-allow-origin"] == "*", (status, reply.headers)
+        assert cors_list(reply.headers, "access-control-expose-headers") >= CORS_EXPOSED_HEADERS
+    for reply in (preflight, listed, refused, wrong_method):
+        assert "access-control-allow-credentials" not in reply.headers, reply.headers
+    assert listed.headers["x-total"] == "1" and "link" in listed.headers
 
 
 def test_wrong_method_answers_json(api: Api, world: World) -> None:

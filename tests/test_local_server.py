@@ -14,9 +14,16 @@ import pytest
 
 from chalicelib import errors
 from tests.apigateway import Gateway
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, Scene
 from tests.ingest.test_e2e_transport import Answer, Connection, request_head
-from tests.wire import GATEWAY_METHODS, ROUTE_NOT_FOUND, UNROUTED_PATHS
+from tests.wire import (
+    CORS_EXPOSED_HEADERS,
+    CORS_REQUEST_HEADERS,
+    GATEWAY_METHODS,
+    ROUTE_NOT_FOUND,
+    UNROUTED_PATHS,
+    cors_list,
+)
 
 # Methods no handler of the server has, the standard library's (501) until now.
 UNKNOWN_METHODS = ["TRACE", "CONNECT", "QUERY", "PROPFIND", "MKCOL", "LOCK", "BREW"]
@@ -116,3 +123,38 @@ def test_the_local_server_and_the_deployed_gateway_answer_unrouted_requests_alik
             here = local.send(method, path)
             assert (here.status, gitlab_headers(here)) == (deployed.status, deployed.headers), (method, path)
             assert (here.json if here.body else None) == (deployed.json if deployed.body else None), (method, path)
+
+
+def test_a_page_on_another_origin_may_call_the_api_with_a_token(local: Local, scene: Scene) -> None:
+    project = scene.project("acme/shop")
+    token = scene.maintainer(project)
+    settings = f"/api/v4/projects/{project.project_id}/error_tracking/settings"
+    origin = {"Origin": "https://dashboard.example"}
+    preflight = local.send(
+        "OPTIONS",
+        settings,
+        {
+            **origin,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "private-token,content-type",
+        },
+    )
+    assert preflight.status == 200, preflight
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert cors_list(preflight.headers, "access-control-allow-methods") >= {"get", "put", "patch"}
+    assert cors_list(preflight.headers, "access-control-allow-headers") >= CORS_REQUEST_HEADERS
+    body = b"active=true&integrated=true"
+    saved = local.send(
+        "PUT", settings, {**origin, "PRIVATE-TOKEN": token, "Content-Type": "application/x-www-form-urlencoded"}, body
+    )
+    keys = local.send(
+        "GET", f"/api/v4/projects/{project.project_id}/error_tracking/client_keys", {**origin, "PRIVATE-TOKEN": token}
+    )
+    refused = local.send("GET", settings, origin)
+    for answer, status in ((saved, 200), (keys, 200), (refused, 401)):
+        assert answer.status == status, answer
+        assert answer.headers["access-control-allow-origin"] == "*", answer.headers
+        assert cors_list(answer.headers, "access-control-expose-headers") >= CORS_EXPOSED_HEADERS
+    for answer in (preflight, saved, keys, refused):
+        assert "access-control-allow-credentials" not in answer.headers, answer.headers
+    assert len(keys.json) == 1 and keys.headers["x-total"] == "1"

@@ -126,10 +126,18 @@ def test_gateway_hands_every_body_over_as_sent(templates: dict[str, dict[str, An
     # With */*, a CORS preflight's mock integration must turn the (binary) request into text, or
     # API Gateway answers it 500 instead of the browser SDKs' preflight 200.
     preflights = {path: methods["options"] for path, methods in body["paths"].items() if "options" in methods}
-    assert set(preflights) == {INGEST + "/envelope", INGEST + "/store"}
+    # Every path has one: the GitLab API's (CORS for any origin, as GitLab) and ingestion's.
+    assert set(preflights) == set(body["paths"])
+    assert {INGEST + "/envelope", INGEST + "/store"} <= set(preflights)
     for path, preflight in preflights.items():
         integration = preflight["x-amazon-apigateway-integration"]
         assert (integration["type"], integration["contentHandling"]) == ("mock", "CONVERT_TO_TEXT"), path
+        answered = integration["responses"]["default"]["responseParameters"]
+        assert answered["method.response.header.Access-Control-Allow-Origin"] == "'*'", path
+        assert "method.response.header.Access-Control-Allow-Credentials" not in answered, path
+        if path.startswith("/api/v4/"):
+            allowed = answered["method.response.header.Access-Control-Allow-Headers"].strip("'").lower().split(",")
+            assert {"private-token", "authorization", "content-type"} <= set(allowed), path
     # And the Lambda gets each (binary) body as base64 text, with isBase64Encoded: true.
     for path, methods in body["paths"].items():
         for method, operation in methods.items():

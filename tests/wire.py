@@ -79,3 +79,13 @@ CLIENT_KEY_FIELDS = [
     "rate_limit_window",
 ]
 PUBLIC_KEY = re.compile(r"^glet_[0-9a-f]{32}$")
+
+
+# GitLab's CORS for token-authenticated /api calls (config/application.rb): what a page may send and read.
+CORS_REQUEST_HEADERS = {"private-token", "authorization", "content-type"}
+CORS_EXPOSED_HEADERS = {"link", "x-total", "x-total-pages", "x-per-page", "x-page", "x-next-page", "x-prev-page"}
+
+
+def cors_list(headers: dict[str, str], name: str) -> set[str]:
+    """A comma-separated CORS header's values, lower-cased (header names are case-insensitive)."""
+    return {value.strip().lower() for value in headers.get(name, "").split(",") if value.strip()}
