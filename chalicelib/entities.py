@@ -50,7 +50,7 @@ def client_key(item: ClientKey, base_url: str) -> dict[str, Any]:
         "public_key": item.public_key,
         "sentry_dsn": dsn(item.public_key, int(item.project_id), base_url),
         "name": item.name,
-        "created_at": item.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "created_at": _time(item.created_at),
         "rate_limit_count": None if item.rate_limit_count is None else int(item.rate_limit_count),
         "rate_limit_window": None if item.rate_limit_window is None else int(item.rate_limit_window),
     }
@@ -286,12 +286,24 @@ def version() -> dict[str, Any]:
     }
 
 
+def _time(value: dt.datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def current_user(item: User) -> dict[str, Any]:
+    """GitLab's UserBasic keys in its order (lib/api/entities/user_safe.rb, user_basic.rb), then
+    User's created_at, then is_admin, which GitLab's /user adds for admins and we for everyone.
+    Nobody is locked out here, and there are no avatars or profile pages: locked is false, the
+    URLs null."""
     return {
         "id": int(item.user_id),
         "username": item.username,
         "name": item.name,
         "state": item.state,
+        "locked": False,
+        "avatar_url": None,
+        "web_url": None,
+        "created_at": _time(item.created_at),
         "is_admin": bool(item.admin),
     }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import accounts, config
+from chalicelib import accounts, config, models
 from tests.conftest import PROJECT_DIR, Api, Reply, Scene, index_caught_up
 from tests.wire import (
     BLOCKED,
@@ -66,7 +66,8 @@ NOT_FOUND = {"message": "404 Not Found"}
 
 SETTING_ON = {"active": True, "project_name": None, "sentry_external_url": None, "api_url": None, "integrated": True}
 SETTING_OFF = {**SETTING_ON, "active": False}
-USER_KEYS = ["id", "username", "name", "state", "is_admin"]
+# GitLab's UserBasic keys in its order, then User's created_at and the admin flag.
+USER_KEYS = ["id", "username", "name", "state", "locked", "avatar_url", "web_url", "created_at", "is_admin"]
 
 # A token of the right shape that was never issued, and one of no recognisable shape.
 NEVER_ISSUED = "glpat-" + "Zq3" * 10
@@ -782,8 +783,18 @@ def test_empty_or_unusable_token_is_401(api: Api, world: World) -> None:
 # GET /api/v4/user
 
 
-def expected_user(user_id: int, username: str, name: str, *, admin: bool = False) -> dict[str, Any]:
-    return {"id": user_id, "username": username, "name": name, "state": "active", "is_admin": admin}
+def expected_user(user: models.User, username: str, name: str, *, admin: bool = False) -> dict[str, Any]:
+    return {
+        "id": int(user.user_id),
+        "username": username,
+        "name": name,
+        "state": "active",
+        "locked": False,
+        "avatar_url": None,
+        "web_url": None,
+        "created_at": user.created_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{user.created_at.microsecond // 1000:03d}Z",
+        "is_admin": admin,
+    }
 
 
 @pytest.mark.parametrize("admin", [False, True], ids=["user", "admin"])
@@ -791,7 +802,7 @@ def test_current_user(api: Api, store: None, admin: bool) -> None:
     user = accounts.create_user("alice", admin=admin, name="Alice Liddell")
     _, token = accounts.create_token("alice")
     _, reader = accounts.create_token("alice", scopes=["read_api"])
-    expected = expected_user(int(user.user_id), "alice", "Alice Liddell", admin=admin)
+    expected = expected_user(user, "alice", "Alice Liddell", admin=admin)
     for secret in (token, reader):
         for transport in TRANSPORTS:
             reply = api.get(with_token(USER, secret, transport), headers=auth_headers(secret, transport))
@@ -802,8 +813,8 @@ def test_current_user(api: Api, store: None, admin: bool) -> None:
 
 def test_current_user_is_the_tokens_owner(api: Api, scene: Scene) -> None:
     first, second = scene.user("first"), scene.user("second")
-    assert api.get(USER, token=scene.token("first")).json == expected_user(int(first.user_id), "first", "first")
-    assert api.get(USER, token=scene.token("second")).json == expected_user(int(second.user_id), "second", "second")
+    assert api.get(USER, token=scene.token("first")).json == expected_user(first, "first", "first")
+    assert api.get(USER, token=scene.token("second")).json == expected_user(second, "second", "second")
 
 
 def test_current_user_refusals(api: Api, scene: Scene) -> None:
