@@ -14,9 +14,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# STRICT=1: the store answers as DynamoDB would (limits, conflicts, index lag, throttling).
+# Data in .data/ (DATA_DIR=... moves it; FRESH=1 starts empty). STRICT=1: the store answers as
+# DynamoDB would (limits, conflicts, index lag, throttling). HOST=0.0.0.0 serves other machines,
+# taken from the command line only (zsh exports HOST as the machine's name).
 run: $(BIN)/.installed
-	$(BIN)/python scripts/run_local.py --port $(PORT) --db-port $(DB_PORT) $(if $(filter 1,$(STRICT)),--strict)
+	$(BIN)/python scripts/run_local.py --port $(PORT) --db-port $(DB_PORT) \
+		$(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(filter 1,$(FRESH)),--fresh) \
+		$(if $(filter command line,$(origin HOST)),--host "$(HOST)") $(if $(filter 1,$(STRICT)),--strict)
 
 test: lint js
 	$(BIN)/pytest

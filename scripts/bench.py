@@ -15,6 +15,8 @@ machine is shared and noisy. Output: a table on stdout and bench.json.
    and making the same calls raw; and what 1,000 events in one second of one error do to the
    hottest item (simulated clock, in-process store).
 5. The Lambda bundle: its size, and its cold import.
+6. `make run` itself as data grows: ingestion rate, warm requests, memory, data folder size and
+   restart time with 10,000 events stored (scripts/bench_local.py).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def embedded_store() -> Iterator[tuple[str, str]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "ERRORTRACKING_"))}
     process = subprocess.Popen(
-        [sys.executable, "scripts/run_local.py", "--store-only", "--db-port", str(port)],
+        [sys.executable, "scripts/run_local.py", "--store-only", "--memory", "--db-port", str(port)],
         cwd=ROOT,
         env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -611,6 +613,8 @@ def main() -> int:
     # 1,000 per endpoint alone could take 8 minutes: 300 keeps `make bench` near 5 minutes.
     parser.add_argument("--store-requests", type=int, default=300, help="requests per endpoint, embedded store")
     parser.add_argument("--cold-runs", type=int, default=5)
+    # At ~30 envelopes a second, 10,000 take about six minutes of the run.
+    parser.add_argument("--local-events", type=int, default=10_000, help="events into `make run` (0: skip)")
     parser.add_argument("--output", default="bench.json")
     args = parser.parse_args()
     started = time.monotonic()
@@ -640,6 +644,10 @@ def main() -> int:
         report["warm_zero_latency"] = measure_zero_latency(token, args.requests)
         report["ingestion"] = measure_ingestion(token, 3.0)
     report["bundle"] = measure_bundle(3)
+    if args.local_events:
+        from scripts import bench_local
+
+        report["make_run"] = bench_local.measure(args.local_events, errors=200, keys=100)
     report["unexpected_answers"] = dict(Endpoint.failures)
     report["seconds"] = round(time.monotonic() - started, 1)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
@@ -688,6 +696,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"bundle: {b['zip_bytes'] / 1e6:.1f} MB zip, cold import of app from it {b['cold_import_ms']:.0f} ms")
     if r["unexpected_answers"]:
         print(f"unexpected answers during the run: {r['unexpected_answers']}")
+    if "make_run" in r:
+        from scripts import bench_local
+
+        bench_local.print_report(r["make_run"])
     print(f"\n({r['seconds']} s; full figures in bench.json)")
 
 

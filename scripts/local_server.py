@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -140,6 +141,9 @@ def handler_class() -> type:
 
     class BodyReadingHandler(ChaliceRequestHandler):
         timeout = IDLE_TIMEOUT
+        # An answer is written as headers, then body: with Nagle's algorithm the body waits for
+        # the client's delayed ACK (40 ms on Linux) on every kept-alive connection.
+        disable_nagle_algorithm = True
 
         def handle_expect_100(self) -> bool:
             try:
@@ -258,9 +262,25 @@ def strict_store() -> Any:
     return layer
 
 
+def stop_with_parent() -> None:
+    """Exit when the process that started this one (run_local.py, named by ERRORTRACKING_PARENT_PID)
+    is gone, even by ``kill -9``: an API left behind would hold the port, answering without a store."""
+    parent = os.environ.get("ERRORTRACKING_PARENT_PID")
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
 def main() -> int:
     from chalice.cli import main as chalice_main
 
+    stop_with_parent()
     install()
     strict_store()
     # PynamoDB says at import, at INFO, that /etc/pynamodb has no settings: noise before the banner.

@@ -1,9 +1,10 @@
 """`make run`: the service on a laptop, on an embedded DynamoDB-compatible store.
 
-Starts moto's server (DynamoDB and KMS) on 127.0.0.1:DB_PORT, creates the table and the KMS key,
-creates an admin user with a token and a demo project, then runs `chalice local` on
-127.0.0.1:PORT, through scripts/local_server.py (which reads chunked bodies, and refuses oversized
-ones while reading). Ctrl-C stops both. The embedded store keeps everything in memory.
+Starts moto's server (DynamoDB and KMS) on 127.0.0.1:DB_PORT with its data in a folder
+(scripts/durable_store.py: ``.data/`` unless ``--data-dir``), creates the table and the KMS key,
+and on a fresh store an admin user with a token and a demo project; then runs `chalice local` on
+HOST:PORT (127.0.0.1 unless ``--host``), through scripts/local_server.py (which reads chunked
+bodies, and refuses oversized ones while reading). Ctrl-C stops both; the data stays.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import IO, Any, TextIO
 from urllib.parse import unquote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.durable_store import DataError, DurableStore, Loaded  # noqa: E402
+
 READY = "errortracking: ready"
 # Credentials a client may put in the query string. `chalice local` logs every request line with
 # its query string; GitLab writes such values as [FILTERED] in its logs, and so do we.
@@ -70,39 +74,15 @@ def _relayed(process: subprocess.Popen[bytes]) -> list[threading.Thread]:
     return threads
 
 
-def embedded_store(port: int) -> Any:
-    """moto's server (DynamoDB and KMS in memory), answering one request at a time.
-
-    moto's backends are not thread-safe: a transaction checks its conditions and writes without a
-    lock, and a cancelled one restores a copy of the table taken when it began, wiping other
-    threads' writes. DynamoDB serialises conflicting writes; so must our stand-in, or parallel
-    requests see races real DynamoDB never has.
-    """
-    import threading
-
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-
-    sys.path.insert(0, str(ROOT))
+def embedded_store(port: int, durable: DurableStore | None = None) -> Any:
+    """moto's server (DynamoDB and KMS) on 127.0.0.1, one request at a time, on kept-alive
+    connections (scripts/store_server.py); with ``durable``, each write it acknowledges is recorded
+    in the data folder first."""
     from scripts import moto_transactions
+    from scripts.store_server import StoreServer
 
     moto_transactions.install()  # transactions that cost their items, not a copy of the table
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
-    class SerializedMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            lock = threading.Lock()
-
-            def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-                with lock:
-                    return [b"".join(app(environ, start_response))]
-
-            self._server = make_server(self._ip_address, self._port, one_at_a_time, threaded=True)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    return StoreServer(port, durable.wrap if durable is not None else None)
 
 
 def _port_free(port: int) -> bool:
@@ -115,44 +95,93 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], host: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"chalice local exited with status {process.returncode} before it listened")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"chalice local did not listen on port {port} within {timeout:.0f}s")
 
 
-def _seed() -> tuple[str, int]:
-    """An admin token and a demo project on a store that has none."""
+def _seed() -> tuple[str | None, int]:
+    """The admin user and the demo project, created with a token where they are missing (a fresh
+    store, or one whose first start stopped half way). A store that has both keeps its tokens:
+    the token is None then, as this process no longer knows one."""
     from chalicelib import accounts
 
+    secret = None
     try:
         accounts.find_user("root")
     except accounts.AccountError:
         accounts.create_user("root", admin=True, name="Administrator")
-    _, secret = accounts.create_token("root", scopes=["api"], name="make run")
+        _, secret = accounts.create_token("root", scopes=["api"], name="make run")
     try:
         project = accounts.find_project("demo/errors")
     except accounts.AccountError:
         project = accounts.create_project("demo/errors", name="Errors demo")
+        if secret is None:
+            _, secret = accounts.create_token("root", scopes=["api"], name="make run")
     return secret, int(project.project_id)
 
 
-def _banner(base: str, token: str, project_id: int, db_port: int) -> str:
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _found(loaded: Loaded, folder: Path) -> str:
+    """What the store found in its data folder, in one line."""
+    if loaded.fresh:
+        return f"errortracking: new store, data in {folder}"
+    kinds = loaded.items
+    counts = ", ".join(
+        [
+            _plural(kinds["project"], "project"),
+            _plural(kinds["clientkey"], "client key"),
+            _plural(kinds["error"], "error"),
+            _plural(kinds["event"], "event"),
+            _plural(kinds["user"], "user"),
+        ]
+    )
+    dropped = "; an incomplete last write (never acknowledged) was dropped" if loaded.dropped_tail else ""
+    return f"errortracking: resumed the store in {folder}: {counts} (loaded in {loaded.seconds:.1f} s){dropped}"
+
+
+def _open_data(folder: Path, fresh: bool) -> DurableStore:
+    if fresh:
+        removed = DurableStore.remove(folder)
+        what = ", ".join(removed) if removed else "nothing was there"
+        say(f"errortracking: FRESH=1: starting empty; removed from {folder}: {what}")
+    # The tests compact small journals, to see it happen without writing megabytes.
+    limit = os.environ.get("ERRORTRACKING_DATA_COMPACT_BYTES")
+    durable = DurableStore(folder, min_journal_bytes=int(limit)) if limit else DurableStore(folder)
+    durable.open()
+    return durable
+
+
+def _banner(base: str, token: str | None, project_id: int, db_port: int, folder: Path) -> str:
+    env = f"""  export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{db_port} AWS_ENDPOINT_URL_KMS=http://127.0.0.1:{db_port}
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"""
+    if token is None:
+        who = f"""The tokens made before still work. This store no longer shows them; for a new one (another shell):
+{env}
+  .venv/bin/errortracking token create root
+
+"""
+        token = "$TOKEN"
+    else:
+        who = f"Admin user 'root', token (shown once): {token}\n\n"
     h = f"--header 'PRIVATE-TOKEN: {token}'"
     api = f"{base}/api/v4/projects/{project_id}/error_tracking"
     return f"""
 Error tracking API: {base}/api/v4   (embedded store: http://127.0.0.1:{db_port})
-The embedded store keeps its data IN MEMORY: everything is gone when this stops.
+Data: {folder}   (kept when this stops; `make run FRESH=1` starts empty)
 
-Admin user 'root', token (shown once): {token}
-Demo project 'demo/errors' has id {project_id}. Try:
+{who}Demo project 'demo/errors' has id {project_id}. Try:
 
   curl {h} {base}/api/v4/user
   curl {h} --request PUT --data 'active=true&integrated=true' {api}/settings
@@ -166,18 +195,32 @@ Demo project 'demo/errors' has id {project_id}. Try:
 Run top to bottom, these leave error tracking on with one working DSN.
 
 Admin command against this store (another shell):
-  export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{db_port} AWS_ENDPOINT_URL_KMS=http://127.0.0.1:{db_port}
-  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+{env}
   .venv/bin/errortracking user create alice && .venv/bin/errortracking token create alice
 
-Ctrl-C stops the API and the store.
+Ctrl-C stops the API and the store; the data stays in {folder}.
 """
+
+
+def _public_host(host: str) -> str:
+    """The host name DSNs and the banner give for an API bound to ``host``."""
+    if host in ("0.0.0.0", "::", ""):
+        return socket.getfqdn()  # bound everywhere: name the machine, not an address of it
+    return f"[{host}]" if ":" in host else host
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
     parser.add_argument("--db-port", type=int, default=int(os.environ.get("DB_PORT") or 8001))
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address the API listens on (the embedded store always listens on 127.0.0.1 only)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR") or ROOT / ".data"))
+    parser.add_argument("--fresh", action="store_true", help="remove the data folder's data first")
+    parser.add_argument("--memory", action="store_true", help="keep nothing: no data folder (benchmarks)")
     parser.add_argument("--store-only", action="store_true", help="the seeded embedded store, without the API")
     parser.add_argument(
         "--strict",
@@ -185,22 +228,29 @@ def main() -> int:
         help="serve on the strict layer (scripts/strict_store.py): the store answers as DynamoDB would",
     )
     args = parser.parse_args()
+    folder = args.data_dir.absolute()
+    durable: DurableStore | None = None
+    try:
+        if not args.memory:
+            durable = _open_data(folder, args.fresh)  # first: a second `make run` is told why it cannot start
+    except DataError as refusal:
+        say(str(refusal), sys.stderr)
+        return 2
     for name, port in (("PORT", args.port), ("DB_PORT", args.db_port))[1 if args.store_only else 0 :]:
         if not _port_free(port):
-            print(
-                f"errortracking: port {port} ({name}) is in use; choose another: make run {name}=...", file=sys.stderr
-            )
+            say(f"errortracking: port {port} ({name}) is in use; choose another: make run {name}=...", sys.stderr)
             return 2
 
     store = f"http://127.0.0.1:{args.db_port}"
-    base = f"http://127.0.0.1:{args.port}"
+    base = os.environ.get("PUBLIC_URL") or f"http://{_public_host(args.host)}:{args.port}"
     env = os.environ
     env["AWS_ENDPOINT_URL_DYNAMODB"] = store
     env["AWS_ENDPOINT_URL_KMS"] = store
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     env.setdefault("AWS_ACCESS_KEY_ID", "local")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the port the API really listens on
+    env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the host and port the API really listens on
+    env["ERRORTRACKING_PARENT_PID"] = str(os.getpid())  # the API stops when this process is gone
     env["PYTHONUNBUFFERED"] = "1"  # its output goes through a pipe to _relay: line by line, not at exit
     if args.strict:
         env["ERRORTRACKING_STRICT_STORE"] = "1"
@@ -208,10 +258,9 @@ def main() -> int:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per store request
-    server = embedded_store(args.db_port)
-    server.start()
     chalice: subprocess.Popen[bytes] | None = None
     relays: list[threading.Thread] = []
+    server: Any = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -221,12 +270,17 @@ def main() -> int:
     # job, nohup): Python then leaves it ignored rather than raising KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if durable is not None:
+            say(_found(durable.load(), folder))
+        server = embedded_store(args.db_port, durable)
+        server.start()
         from chalicelib import bootstrap
 
         bootstrap.init_store()
         token, project_id = _seed()
+        shown = token or "-"
         if args.store_only:
-            say(f"{READY} {store} token={token} project_id={project_id}")
+            say(f"{READY} {store} token={shown} project_id={project_id}")
             signal.pause()
             return 0
         chalice = subprocess.Popen(
@@ -234,7 +288,7 @@ def main() -> int:
                 sys.executable,
                 str(ROOT / "scripts" / "local_server.py"),
                 "--host",
-                "127.0.0.1",
+                args.host,
                 "--port",
                 str(args.port),
             ],
@@ -244,11 +298,14 @@ def main() -> int:
             stderr=subprocess.PIPE,
         )
         relays = _relayed(chalice)
-        _wait_for_port(args.port, chalice)
-        say(_banner(base, token, project_id, args.db_port))
-        say(f"{READY} {base} token={token} project_id={project_id}")
+        _wait_for_port(args.port, chalice, "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host)
+        say(_banner(base, token, project_id, args.db_port, folder))
+        say(f"{READY} {base} token={shown} project_id={project_id}")
         chalice.wait()
         return chalice.returncode or 0
+    except DataError as refusal:
+        say(str(refusal), sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
     finally:
@@ -260,7 +317,10 @@ def main() -> int:
                 chalice.kill()
         for relay in relays:  # the child's last lines, before this process exits
             relay.join(timeout=5)
-        server.stop()
+        if server is not None:
+            server.stop()
+        if durable is not None:
+            durable.close()
 
 
 if __name__ == "__main__":

@@ -7,15 +7,18 @@ command, so the tests do not depend on each other's order. Nothing is mocked.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -157,13 +160,18 @@ def _stop(process: subprocess.Popen[str]) -> str | None:
 
 
 def _launch(
-    port: int, db_port: int, *, strict: bool = True
+    port: int, db_port: int, *, strict: bool = True, data_dir: Path | None = None
 ) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
-    """scripts/run_local.py as `make run` starts it (``make run STRICT=1`` unless told), once it is
-    ready: the process, its output so far (and from now on), and the thread reading it."""
+    """scripts/run_local.py as `make run` starts it (``make run STRICT=1`` unless told), with its
+    data in ``data_dir`` (a new folder of its own unless told), once it is ready: the process, its
+    output so far (and from now on), and the thread reading it."""
     env = _base_env()
     env["PYTHONUNBUFFERED"] = "1"
     env["ERRORTRACKING_STRICT_INDEX_LAG"] = str(INDEX_LAG)
+    folder = data_dir
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="errortracking-data-"))
+        atexit.register(shutil.rmtree, folder, True)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -173,6 +181,8 @@ def _launch(
             str(port),
             "--db-port",
             str(db_port),
+            "--data-dir",
+            str(folder),
         ],
         cwd=ROOT,
         env=env,
