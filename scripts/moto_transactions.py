@@ -31,7 +31,55 @@ def install() -> None:
 
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _parse_each_update_expression_once()
+    _query_without_sorting_the_table()
     _installed = True
+
+
+def _query_without_sorting_the_table() -> None:
+    """moto's Query starts from every item of the table, sorted (``Table.all_items``), then keeps
+    those of the asked partition and sorts them again: with 10,000 events stored, listing a
+    project's errors took 790 ms instead of 26. DynamoDB reads only the partition. Here a query
+    of the table starts from its partition, and a query of an index from the items whose index
+    key matches, unsorted (moto sorts what it keeps anyway); the rest of moto's query (ranges,
+    filters, paging, projections) is unchanged."""
+    import threading
+
+    from moto.dynamodb.models.table import Table
+
+    query, every_item = Table.query, Table.all_items
+    # The candidates of the query running on this thread (tests call moto from several threads).
+    running = threading.local()
+
+    def all_items(self: Any) -> Any:
+        override = getattr(running, "candidates", None)
+        if override is not None and override[0] is self:
+            return override[1]
+        return every_item(self)
+
+    def partition_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        if index_name:
+            wanted = dict(kwargs.get("hash_key_conditions") or [])
+            if not wanted:
+                return query(self, hash_key, *args, **kwargs)
+            items = [
+                item
+                for partition in self.items.values()
+                for item in (partition.values() if self.range_key_attr else [partition])
+                if all(name in item.attrs and item.attrs[name] == value for name, value in wanted.items())
+            ]
+        else:
+            partition = self.items.get(hash_key)
+            items = [] if partition is None else list(partition.values() if self.range_key_attr else [partition])
+        outer = getattr(running, "candidates", None)
+        running.candidates = (self, items)
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            running.candidates = outer
+
+    Table.all_items = all_items  # type: ignore[method-assign]
+    Table.query = partition_query  # type: ignore[method-assign]
 
 
 def _parse_each_update_expression_once() -> None:
