@@ -70,7 +70,14 @@ class Run:
         return match
 
     def finish(self, timeout: float = 60.0) -> int:
-        code = self.process.wait(timeout=timeout)
+        """Its exit status, once it has stopped by itself (a refusal); failing the test, after
+        stopping it, when it keeps running instead."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+            pytest.fail(f"it kept running instead of refusing to start:\n{self.text()[-3000:]}")
         self.reader.join(timeout=10)
         return code
 
