@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -190,6 +191,7 @@ def measure(events: int, errors: int, keys: int, sample: int = 300) -> dict[str,
     process, ready, restart, lines = _start(folder, port, db_port)
     found = next((line.strip() for line in lines if "resumed the store" in line), "")
     _stop(process)
+    shutil.rmtree(folder, ignore_errors=True)
     return {
         "events": events,
         "errors": errors,
