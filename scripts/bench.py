@@ -63,11 +63,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def own_env() -> dict[str, str]:
+    """This environment without the store endpoints and service settings a started server sets itself."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "ERRORTRACKING_"))}
+
+
 @contextmanager
 def embedded_store() -> Iterator[tuple[str, str]]:
     """The seeded embedded store in another process: (endpoint, admin token)."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "ERRORTRACKING_"))}
+    env = own_env()
     process = subprocess.Popen(
         [sys.executable, "scripts/run_local.py", "--store-only", "--memory", "--db-port", str(port)],
         cwd=ROOT,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
 import signal
@@ -36,7 +35,9 @@ READY = re.compile(r"ready (?P<url>\S+) token=(?P<token>\S+) project_id=(?P<proj
 
 
 def _start(folder: Path, port: int, db_port: int) -> tuple[subprocess.Popen[str], re.Match[str], float, list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "ERRORTRACKING_"))}
+    from scripts.bench import own_env
+
+    env = own_env()
     started = time.monotonic()
     process = subprocess.Popen(
         [
