@@ -68,10 +68,11 @@ STACK ?= errortracking-$(STAGE)
 PUBLIC_URL ?=
 ALARM_EMAIL ?=
 
-# CloudFormation template + deployment.zip, with the table, KMS key, gateway responses and alarms.
+# CloudFormation template + deployment.zip, with the table, KMS key, gateway responses and alarms,
+# for python3.13 on arm64 whatever Python runs it; .pyc compiled by a local Python 3.13 if there is one.
 package: $(BIN)/.installed requirements
 	rm -rf $(PACKAGE_DIR)
-	AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/chalice package --stage $(STAGE) \
+	AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/python scripts/package.py --stage $(STAGE) \
 		--merge-template .chalice/merge-template.json $(PACKAGE_DIR)
 	@echo "Template and bundle in $(PACKAGE_DIR)/"
 

@@ -1,21 +1,33 @@
-"""`chalice package` for the Lambda runtime we deploy, whatever Python runs it.
+"""`make package`: `chalice package` for the Lambda runtime we deploy, whatever Python runs it.
 
 Chalice takes the Lambda runtime from the interpreter that packages (3.11 here), and python3.11
 on Lambda sits on Amazon Linux 2. We deploy on python3.13 (Amazon Linux 2023, supported longest).
 Two adjustments make Chalice package for it from any Python: the runtime it writes into the
 template, and the Python version pip is told when it fetches wheels of compiled dependencies
 (brotli) for the Lambda's ABI and architecture. Arguments are `chalice package`'s.
+
+Then the bundle gets bytecode. Lambda's `/var/task` is read-only, so without `.pyc` every cold
+start compiles every module it imports. Bytecode is specific to a Python version, so it is
+compiled by the runtime's own interpreter when one is found (`LAMBDA_PYTHON`, `python3.13` on
+PATH, or pyenv's), as unchecked-hash `.pyc`: valid whatever the files' times after unzipping.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
 from typing import Any
 
 LAMBDA_RUNTIME = "python3.13"
+VERSION = LAMBDA_RUNTIME.removeprefix("python")
 
 
-def main() -> int:
+def chalice_package(args: list[str]) -> int:
     from chalice.cli import main as chalice_main
     from chalice.config import Config
     from chalice.deploy.packager import PipRunner
@@ -26,12 +38,68 @@ def main() -> int:
     def execute_for_lambda(self: Any, command: str, args: list[str], *rest: Any, **kw: Any) -> Any:
         if command == "download" and "--abi" in args:
             # pip otherwise assumes the running interpreter's version and finds no cp313 wheel.
-            args = [*args[:-1], "--python-version", LAMBDA_RUNTIME.removeprefix("python"), args[-1]]
+            args = [*args[:-1], "--python-version", VERSION, args[-1]]
         return execute(self, command, args, *rest, **kw)
 
     PipRunner._execute = execute_for_lambda  # type: ignore[method-assign]
-    sys.argv = ["chalice", "package", *sys.argv[1:]]
-    return int(chalice_main() or 0)
+    sys.argv = ["chalice", "package", *args]
+    try:
+        return int(chalice_main() or 0)
+    except SystemExit as exit:  # click ends with SystemExit even on success
+        return int(exit.code or 0)
+
+
+def runtime_python() -> str | None:
+    """An interpreter of the Lambda's Python version, or None when this machine has none."""
+    candidates = [os.environ.get("LAMBDA_PYTHON", ""), shutil.which(f"python{VERSION}") or ""]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    candidates += sorted(str(p) for p in pyenv.glob(f"{VERSION}*/bin/python{VERSION}"))[::-1]
+    for candidate in filter(None, candidates):
+        # A pyenv shim is on PATH even when its version is not selected; only running it tells.
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == VERSION:
+            return candidate
+    return None
+
+
+def add_bytecode(bundle: Path, python: str) -> int:
+    """Add ``__pycache__/*.cpython-313.pyc`` for every module in ``bundle``; returns how many."""
+    with tempfile.TemporaryDirectory() as work:
+        with zipfile.ZipFile(bundle) as archive:
+            sources = [name for name in archive.namelist() if name.endswith(".py")]
+            archive.extractall(work, members=sources)
+        # -q: a module this Python cannot compile (none today) is left to compile at import.
+        subprocess.run(
+            [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", work],
+            capture_output=True,
+        )
+        compiled = sorted(Path(work).rglob(f"__pycache__/*.cpython-{VERSION.replace('.', '')}.pyc"))
+        with zipfile.ZipFile(bundle, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in compiled:
+                archive.write(path, path.relative_to(work).as_posix())
+    return len(compiled)
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    status = chalice_package(args)
+    if status or not args or args[-1].startswith("-"):
+        return status
+    bundle = Path(args[-1]) / "deployment.zip"
+    python = runtime_python()
+    if python is None:
+        print(
+            f"No Python {VERSION} found (set LAMBDA_PYTHON=/path/to/python{VERSION}): the bundle ships "
+            f"without .pyc, so each cold start compiles the modules it imports."
+        )
+        return 0
+    count = add_bytecode(bundle, python)
+    print(f"Compiled {count} modules to .pyc with {python} (Python {VERSION}, the Lambda runtime's).")
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -178,34 +178,49 @@ def store() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
-    """What `make package` builds for a stage: its sam.json, read, with its file under "__path__".
+    """What `make package STAGE=<stage>` builds in a clean copy of the repository: its sam.json, read,
+    with its file under "__path__" and `make`'s output under "__output__".
 
-    Built on first use and kept for the session (a few seconds each): tests/test_package.py checks the
-    stack, tests/test_apigateway.py runs requests through the API it configures.
+    The copy holds what a clone would (git's tracked and unignored files, as they are now), so a
+    file the build needs but git would not carry fails here. Built on first use and kept for the
+    session: tests/test_package.py checks the stack, tests/test_apigateway.py runs requests through
+    the API it configures.
     """
     built: dict[str, dict[str, Any]] = {}
+    venv = os.path.join(PROJECT_DIR, ".venv")
+
+    clone = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        source = os.path.join(PROJECT_DIR, name)
+        if os.path.isfile(source):
+            os.makedirs(os.path.dirname(os.path.join(clone, name)), exist_ok=True)
+            shutil.copy2(source, os.path.join(clone, name))
 
     def package(stage: str) -> dict[str, Any]:
         if stage not in built:
-            out = tmp_path_factory.mktemp(f"package-{stage}") / "pkg"
+            out = clone / "build" / stage
+            make_package = ["package", f"STAGE={stage}"]
+            # This suite's virtualenv stands in for the one `make` would build (-o: not rebuilt).
             result = subprocess.run(
-                [
-                    sys.executable,
-                    "scripts/package.py",
-                    "--stage",
-                    stage,
-                    "--merge-template",
-                    ".chalice/merge-template.json",
-                    str(out),
-                ],
-                cwd=PROJECT_DIR,
-                env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+                ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/bin/.installed", *make_package],
+                cwd=clone,
+                env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
                 capture_output=True,
                 text=True,
                 timeout=300,
             )
             assert result.returncode == 0, result.stdout + result.stderr
-            built[stage] = {**json.loads((out / "sam.json").read_text()), "__path__": str(out / "sam.json")}
+            built[stage] = {
+                **json.loads((out / "sam.json").read_text()),
+                "__path__": str(out / "sam.json"),
+                "__output__": result.stdout,
+            }
         return built[stage]
 
     return package

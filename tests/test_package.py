@@ -1,6 +1,6 @@
 """The deployable stack, proven offline: what `make package` produces is what the code needs.
 
-One `chalice package` run per stage and session (conftest's ``packaged``): cfn-lint, the table
+One `make package` run per stage and session, in a clean copy (conftest's ``packaged``): cfn-lint, the table
 against the PynamoDB models, the gateway's GitLab-shaped errors and binary media types, the
 environment wiring, and the IAM policy against every AWS call the test suite saw the app make.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -168,7 +169,40 @@ def test_bundle_holds_runtime_code_built_for_the_lambda(templates: dict[str, dic
     assert compiled == ["_brotli.cpython-313-aarch64-linux-gnu.so"]
     top = {n.split("/")[0] for n in names}
     assert not top & {"pytest", "_pytest", "moto", "mypy", "ruff", "cfnlint", "gitlab", "tests", "scripts"}
-    assert not [n for n in names if n.startswith("chalice/") and n not in ("chalice/__init__.py", "chalice/app.py")]
+    chalice = {n.replace("__pycache__/", "").split(".")[0] for n in names if n.startswith("chalice/")}
+    assert chalice == {"chalice/__init__", "chalice/app"}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bundle_ships_bytecode_of_the_runtime_python(templates: dict[str, dict[str, Any]], stage: str) -> None:
+    """Lambda's /var/task is read-only: a module without a matching .pyc is compiled at every cold start."""
+    import zipfile
+
+    from scripts.package import runtime_python
+
+    runtime = templates[stage]["Resources"]["APIHandler"]["Properties"]["Runtime"]
+    python = runtime_python()
+    if python is None:
+        assert f"No Python {runtime.removeprefix('python')} found" in templates[stage]["__output__"]
+        pytest.skip(f"no {runtime} on this machine, so `make package` (as it said) ships no .pyc")
+    bundle = zipfile.ZipFile(Path(templates[stage]["__path__"]).parent / "deployment.zip")
+    tag = "cpython-" + runtime.removeprefix("python").replace(".", "")
+    modules = {n for n in bundle.namelist() if n.endswith(".py")}
+    compiled = {n for n in bundle.namelist() if n.endswith(".pyc")}
+    expected = {f"{os.path.dirname(m)}/__pycache__/{os.path.basename(m)[:-3]}.{tag}.pyc".lstrip("/") for m in modules}
+    assert compiled == expected and "__pycache__/app.cpython-313.pyc" in compiled
+    magic = subprocess.run(
+        [python, "-c", "import importlib.util, sys; sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in compiled:
+        header = bundle.read(name)[:16]
+        # Magic of the runtime's Python; flags 0b01: hash-based and unchecked, so valid whatever the
+        # files' times after Lambda unzips them.
+        assert header[:4].hex() == magic and int.from_bytes(header[4:8], "little") == 0b01, name
+    assert f"Compiled {len(compiled)} modules to .pyc" in templates[stage]["__output__"]
 
 
 def test_requirements_txt_is_generated_from_pyproject() -> None:
