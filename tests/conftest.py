@@ -112,6 +112,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         SUITE_LOGS.extend((f"{report.nodeid} {section}", text) for section, text in report.sections)
 
 
+# Figures a test measured for the reader of the run (not asserted): printed at the end of the session.
+REPORTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORTS:
+        terminalreporter.section("measured")
+        for line in REPORTS:
+            terminalreporter.write_line(line)
+
+
 # Whether this session started the local server (whose log the secrets scan then reads).
 SESSION: dict[str, bool] = {"local server": False}
 
