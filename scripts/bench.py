@@ -289,19 +289,16 @@ print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 
 
+def reported_ms(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Milliseconds a fresh interpreter reports on its last line (``{"seconds": ...}``)."""
+    output = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    return float(json.loads(output.strip().splitlines()[-1])["seconds"]) * 1000
+
+
 def cold_run(code: str, env: dict[str, str], cwd: Path = ROOT, *flags: str) -> float:
     """Milliseconds ``code`` reports in a fresh interpreter with a fresh pycache (nothing precompiled)."""
     with tempfile.TemporaryDirectory() as cache:
-        output = subprocess.run(
-            [sys.executable, *flags, "-X", f"pycache_prefix={cache}", "-c", code],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-    return float(json.loads(output.strip().splitlines()[-1])["seconds"]) * 1000
+        return reported_ms([sys.executable, *flags, "-X", f"pycache_prefix={cache}", "-c", code], cwd, env)
 
 
 def measure_cold_start(token: str, store: str, runs: int) -> dict[str, Any]:
@@ -632,15 +629,7 @@ def measure_bundle(token: str, store: str, runs: int) -> dict[str, Any]:
 
         def cold(code: str, root: Path, *flags: str) -> float:
             path = f"import sys; sys.path[:0] = [{str(root)!r}, {str(runtime)!r}]\n"
-            output = subprocess.run(
-                [python, "-I", *flags, "-c", path + BUNDLE_CONTEXT + code],
-                cwd=out,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            ).stdout
-            return float(json.loads(output.strip().splitlines()[-1])["seconds"]) * 1000
+            return reported_ms([python, "-I", *flags, "-c", path + BUNDLE_CONTEXT + code], Path(out))
 
         ours_code = COLD_OURS.format(event=event).replace(
             "from chalice.local import LambdaContext", "LambdaContext = lambda *_: Context()"
