@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
@@ -111,6 +111,21 @@ def install_retries(client: Any) -> None:
 # after a full-jitter backoff: 5 ms doubling up to 250 ms, so racing writers spread out.
 BACKOFF_BASE = 0.005
 BACKOFF_CAP = 0.25
+
+
+def attempts(limit: int) -> Iterator[int]:
+    """The tries of a write that may lose a race: 0 at once, each next one after ``backoff``, up
+    to ``limit`` tries (a request's deadline may end them sooner, with DeadlineExceeded). The one
+    retry loop of the service: a caller re-reads what it needs when the attempt is not 0.
+
+    A transaction refused because another one holds its items (TransactionConflict) must wait
+    before it reads again: the other one may not have committed yet, and an immediate re-read
+    finds the same state, so the retry meets the same conflict. Trying at once lost every retry
+    of the second of two events sent together."""
+    for attempt in range(limit):
+        if attempt:
+            backoff(attempt - 1)
+        yield attempt
 
 
 def backoff(attempt: int) -> None:

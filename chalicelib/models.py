@@ -426,7 +426,7 @@ def fetch(keys: list[Key]) -> dict[Key, Entity]:
     table = Entity.Meta.table_name
     wanted = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in unique]
     found: dict[Key, Entity] = {}
-    for attempt in range(BATCH_GET_ATTEMPTS):
+    for _ in budget.attempts(BATCH_GET_ATTEMPTS):
         answer = connection.batch_get_item(wanted, consistent_read=True)
         for raw in answer.get("Responses", {}).get(table, []):
             item = Entity.from_raw_data(raw)
@@ -434,8 +434,6 @@ def fetch(keys: list[Key]) -> dict[Key, Entity]:
         wanted = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys") or []
         if not wanted:
             return found
-        if attempt + 1 < BATCH_GET_ATTEMPTS:
-            budget.backoff(attempt)
     raise budget.DeadlineExceeded()
 
 

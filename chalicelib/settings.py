@@ -17,7 +17,7 @@ from chalicelib import budget, client_keys, crypto, errors, models, sentry
 from chalicelib.models import ErrorTrackingSetting, Project
 from chalicelib.params import Params
 
-_ATTEMPTS = 12  # with budget.backoff between them: ~2 s of waiting at most, enough for tens of racing writers
+_ATTEMPTS = 30  # budget.attempts: within a request, its deadline ends them first
 _TOKEN_STANDIN = b"ciphertext to come"  # never stored: only the dry run sees it
 
 
@@ -126,7 +126,17 @@ def save(
         _TOKEN_STANDIN if change.token else None,
     )
     encrypted = crypto.encrypt_token(project_id, change.token) if change.token else None
-    for attempt in range(_ATTEMPTS):
+    for attempt in budget.attempts(_ATTEMPTS):
+        if attempt:  # somebody wrote in between: read both again, re-apply the request to what is there now
+            found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])
+            fresh_setting = found.get(ErrorTrackingSetting.key(project_id))
+            fresh_project = found.get(Project.key(project_id))
+            if not isinstance(fresh_project, Project):
+                raise errors.not_found("Project")
+            project = fresh_project
+            setting = fresh_setting if isinstance(fresh_setting, ErrorTrackingSetting) else None
+            if setting is None and not create:
+                raise errors.not_found("Error Tracking Setting")
         current = _new_setting(project_id) if setting is None else setting
         _apply(current, change, encrypted)
         needs_key = current.enabled and current.integrated_in_effect and int(project.active_keys or 0) == 0
@@ -143,18 +153,6 @@ def save(
         except (PutError, TransactWriteError) as exc:
             if not models.lost_race(exc):
                 raise
-        # Somebody wrote in between: wait a little (jittered, growing), read both again and
-        # re-apply the request to what is there now.
-        budget.backoff(attempt)
-        found = models.fetch([ErrorTrackingSetting.key(project_id), Project.key(project_id)])
-        fresh_setting = found.get(ErrorTrackingSetting.key(project_id))
-        fresh_project = found.get(Project.key(project_id))
-        if not isinstance(fresh_project, Project):
-            raise errors.not_found("Project")
-        project = fresh_project
-        setting = fresh_setting if isinstance(fresh_setting, ErrorTrackingSetting) else None
-        if setting is None and not create:
-            raise errors.not_found("Error Tracking Setting")
     raise errors.service_unavailable()
 
 

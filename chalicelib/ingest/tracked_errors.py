@@ -14,7 +14,8 @@ count it adds, to the error when rolling up, or to the shard's pending users oth
 Round trips per ingested event: the BatchGetItem that also checks the key (see ingestion) and
 reads the error, a shard and the user's claim, then one write: the roll-up transaction, or an
 update of the shard (a transaction with the user's claim when the user is new). A race lost to
-another event costs one more BatchGetItem and write, at most twice.
+another event costs a backoff, one more BatchGetItem and one more write, at most five times; then
+the event is only counted on its shard.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ ROLLUP_INTERVAL = dt.timedelta(seconds=1)
 BURST = 50
 REFILL_PER_SECOND = 10
 EVENT_ID_MEMORY = dt.timedelta(days=30)
-_ATTEMPTS = 3
+# Roll-up tries per event, a backoff between them (budget.attempts): enough for two or three
+# events of one error sent at once to take turns; beyond, an event is only counted on its shard.
+_ATTEMPTS = 6
 # Plain writes to an item a roll-up transaction may hold (a shard's count, an error's status) are
 # tried this many times, with a backoff between.
 _HELD_ITEM_ATTEMPTS = 5
@@ -170,7 +173,9 @@ def record(
     """Count ``event`` (and its user, if new) and store it when its shard is due; see the module
     docstring. ``found`` holds what the first read found of ``targets``."""
     stored_event: StoredEvent | None = None  # built (and compressed) once, when first due
-    for _ in range(_ATTEMPTS):
+    for attempt in budget.attempts(_ATTEMPTS):
+        if attempt:  # another event rolled this error or shard up (or counted this user) meanwhile
+            found = models.fetch(targets.keys)
         error, shard = _as(TrackedError, found.get(targets.error)), _as(ErrorShard, found.get(targets.shard))
         new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
         if not _due(shard, error, received_at):
@@ -216,8 +221,6 @@ def record(
                 return  # an event with this id and time was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
-        # Another event rolled this error or shard up (or counted this user) meanwhile: read again.
-        found = models.fetch(targets.keys)
     _count_on_shard(targets, found)
 
 
@@ -239,7 +242,7 @@ def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
     count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard)]
     shard = models.build(ErrorShard, targets.shard)
     new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
-    for attempt in range(_HELD_ITEM_ATTEMPTS):
+    for attempt in budget.attempts(_HELD_ITEM_ATTEMPTS):
         try:
             if new_user and targets.user is not None:
                 with models.transaction() as tw:
@@ -254,7 +257,6 @@ def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
                 continue
             if not models.transaction_conflict(exc) or attempt + 1 == _HELD_ITEM_ATTEMPTS:
                 raise
-        budget.backoff(attempt)
 
 
 def _stored_event(project_id: int, event: Event, received_at: dt.datetime) -> StoredEvent:
@@ -414,7 +416,7 @@ def set_status(error: TrackedError, status: str) -> TrackedError:
     """Resolve, ignore or reopen ``error``. While it floods, a roll-up transaction may hold its item,
     and DynamoDB refuses the update (TransactionConflict): it is tried again after a backoff."""
     project_id = int(error.project_id)
-    for attempt in range(_HELD_ITEM_ATTEMPTS):
+    for attempt in budget.attempts(_HELD_ITEM_ATTEMPTS):
         try:
             error.update(
                 actions=[TrackedError.status.set(status), TrackedError.listing.set(listing(project_id, status))],
@@ -426,5 +428,4 @@ def set_status(error: TrackedError, status: str) -> TrackedError:
                 raise errors.not_found("Error") from exc
             if not models.transaction_conflict(exc) or attempt + 1 == _HELD_ITEM_ATTEMPTS:
                 raise
-        budget.backoff(attempt)
     return error

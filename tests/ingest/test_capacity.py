@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import config, models
+from chalicelib import budget, config, models
 from chalicelib.ingest import ingestion, tracked_errors
 from scripts.strict_store import StrictStore, item_size
 from tests.conftest import Api, Scene
@@ -143,3 +143,22 @@ def test_an_event_counted_while_a_roll_up_holds_its_shard_is_still_counted(
     (error,) = api.get(ERRORS.format(pid), token=token).json
     detail = api.get(f"{ERRORS.format(pid)}/{error['id']}", token=token).json
     assert (detail["count"], detail["user_count"]) == (burst + 2, burst + 2)
+
+
+def test_an_event_whose_roll_up_meets_other_transactions_is_still_stored_and_listed(
+    api: Api, scene: Scene, strict: StrictStore, second: Second, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events of one new error sent together: each roll-up but the first meets another one's
+    transaction (TransactionConflict). They were tried again at once, three times in all, and then
+    only counted on a shard: the error was not even listed. Each retry now waits first (a backoff)."""
+    pid, token, key = _project(api, scene)
+    waits: list[int] = []
+    monkeypatch.setattr(budget, "backoff", waits.append)  # the waits, counted instead of slept
+    strict.conflict_next(lambda pk: pk.startswith(f"error#{pid}#"), times=3)
+    assert _flood(api, second, pid, key, 1, start=0.0, seconds=0.0, user="u{}") == [200]
+    assert strict.refused == ["TransactWriteItems: TransactionCanceledException"] * 3
+    assert waits == [0, 1, 2]
+    strict.settle()  # the list's index caught up
+    (error,) = api.get(ERRORS.format(pid), token=token).json
+    events = api.get(f"{ERRORS.format(pid)}/{error['id']}/events", token=token).json
+    assert (error["count"], error["user_count"], len(events)) == (1, 1, 1)

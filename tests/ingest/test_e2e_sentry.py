@@ -14,10 +14,12 @@ import gzip
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -583,6 +585,47 @@ def test_a_burst_of_one_exception_is_counted_in_full_in_the_list(server: Server)
     error = the_error(list_errors(server, sink), "CardDeclinedError")
     detail = get_error(server, sink, int(error["id"]))
     assert (error["count"], detail["count"]) == (10, 10), "the list's count, the detail's count"
+
+
+def _exception_envelope(function: str) -> bytes:
+    """An envelope of one event, as an SDK sends it: an exception raised in ``function``."""
+    event_id = uuid.uuid4().hex
+    frame = {"function": function, "module": "shop.checkout", "filename": "shop/checkout.py", "lineno": 7}
+    event = {
+        "event_id": event_id,
+        "timestamp": time.time(),
+        "platform": "python",
+        "level": "error",
+        "user": {"id": "42"},
+        "exception": {
+            "values": [{"type": "CheckoutFailedError", "value": "checkout failed", "stacktrace": {"frames": [frame]}}]
+        },
+    }
+    lines = [{"event_id": event_id}, {"type": "event"}, event]
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def test_events_of_a_new_error_sent_at_the_same_moment_are_all_stored_and_counted(server: Server) -> None:
+    """@sentry/node and @sentry/browser send each event on its own request, so two events of one new
+    error arrive together. The second one's roll-up met the first one's transaction, read again at
+    once, found the error still missing and met it again; after its last try it was only counted on
+    a shard: not stored, and the list said 1 where the detail said 2."""
+    sink = new_sink(server, "together")
+    functions = [f"pay_{n}" for n in range(5)]  # five errors (one per culprit), two events each
+    bodies = [_exception_envelope(function) for function in functions for _ in range(2)]
+    start = threading.Barrier(len(bodies))
+
+    def send(body: bytes) -> int:
+        start.wait(timeout=HTTP_TIMEOUT)
+        return requests.post(
+            sink.envelope_url(server), data=body, headers=sink.auth_header(), timeout=HTTP_TIMEOUT
+        ).status_code
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        assert list(pool.map(send, bodies)) == [200] * len(bodies)
+    errors = list_errors(server, sink)
+    counted = {str(e["culprit"]): (e["count"], len(error_events(server, sink, int(e["id"])))) for e in errors}
+    assert counted == {f"{function}(shop.checkout)": (2, 2) for function in functions}, "(listed count, stored events)"
 
 
 # Key states
