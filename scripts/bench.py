@@ -18,6 +18,8 @@ machine is shared and noisy. Output: a table on stdout and bench.json.
    runtime's Python, with and without the .pyc it ships, vs the floor from the same bundle.
 6. `make run` itself as data grows: ingestion rate, warm requests, memory, data folder size and
    restart time with 10,000 events stored (scripts/bench_local.py).
+7. The bill: dollars per million events of each kind and per million API requests, and per month
+   at rest, from the request units DynamoDB would bill for what was sent (scripts/bench_costs.py).
 """
 
 from __future__ import annotations
@@ -663,6 +665,7 @@ def main() -> int:
     parser.add_argument("--local-events", type=int, default=10_000, help="events into `make run` (0: skip)")
     # Reads at ~50 a second: 100,000 requests (the restart figure README reports) add ~30 minutes.
     parser.add_argument("--local-requests", type=int, default=0, help="requests into `make run` before its restart")
+    parser.add_argument("--cost-events", type=int, default=200, help="events per ingestion scenario of the bill")
     parser.add_argument("--output", default="bench.json")
     args = parser.parse_args()
     started = time.monotonic()
@@ -692,6 +695,9 @@ def main() -> int:
         report["warm_zero_latency"] = measure_zero_latency(token, args.requests)
         report["ingestion"] = measure_ingestion(token, 3.0)
         report["bundle"] = measure_bundle(token, store, args.cold_runs)
+    from scripts import bench_costs
+
+    report["costs"] = bench_costs.report(bench_costs.measure(args.cost_events), _cpu_ms(report))
     if args.local_events:
         from scripts import bench_local
 
@@ -703,6 +709,14 @@ def main() -> int:
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     return 0
+
+
+def _cpu_ms(report: dict[str, Any]) -> dict[str, float]:
+    """Our CPU per request as measured against the zero-latency store, for the bill's Lambda
+    duration: ingestion from the envelope rate; an endpoint from its median (the errors endpoints
+    are not measured there: the costliest measured endpoint stands in for them)."""
+    measured = {name: row["ours_median_ms"] for name, row in report["warm_zero_latency"].items()}
+    return {"ingest": 1000 / report["ingestion"]["envelopes_per_second"], "api": max(measured.values()), **measured}
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -748,6 +762,9 @@ def print_table(r: dict[str, Any]) -> None:
         f" {b['cold_ms_with_pyc']:.0f} ms with .pyc, {b['cold_ms_without_pyc']:.0f} ms without,"
         f" floor {b['floor_ms']:.0f} ms, ratio {b['ratio']:.2f} (target <= {b['target']})"
     )
+    from scripts import bench_costs
+
+    bench_costs.print_report(r["costs"])
     if r["unexpected_answers"]:
         print(f"unexpected answers during the run: {r['unexpected_answers']}")
     if "make_run" in r:

@@ -89,7 +89,8 @@ class Refusal(Exception):
 
 
 def _number_size(text: str) -> int:
-    digits = text.lstrip("-").replace(".", "").lstrip("0") or "0"
+    # Leading and trailing zeros are trimmed: 0.00100 and 100 each have one significant digit.
+    digits = text.lstrip("-").replace(".", "").strip("0") or "0"
     return max(1, math.ceil(len(digits) / 2)) + 1
 
 
@@ -162,6 +163,22 @@ class Index:
         return {k: v for k, v in item.items() if k in keep}
 
 
+def index_writes(index: Index, table_keys: tuple[str, ...], before: Item | None, after: Item | None) -> list[Item]:
+    """The index items one table write makes the index write, by DynamoDB's rules ("Provisioned
+    throughput considerations for global secondary indexes"): a put when the item enters the index
+    or its projected attributes change, a delete when it leaves, both when its index key changes,
+    nothing when its copy in the index is unchanged. Each is billed by its own size."""
+    old = index.projected(before, table_keys) if before else None
+    new = index.projected(after, table_keys) if after else None
+    moved = old is not None and new is not None and index.key_of(old) != index.key_of(new)
+    written = []
+    if old is not None and (new is None or moved):
+        written.append(old)  # the delete of the old copy
+    if new is not None and (old is None or moved or old != new):
+        written.append(new)
+    return written
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -205,6 +222,9 @@ class StrictStore:
     time_source: Callable[[], float] = time.monotonic
     offset: float = 0.0  # added to the time source: what settle() moves on
     refused: list[str] = field(default_factory=list)  # "<operation>: <code>" of each injected error
+    # Request units DynamoDB would bill, ("write" | "read", table or "<table>/<index>") -> units,
+    # since the last reset; never swept (the bench's cost model reads it).
+    billed: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     _random: random.Random = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _tables: dict[str, Table] = field(default_factory=dict, init=False)
@@ -231,6 +251,7 @@ class StrictStore:
             self._in_flight.clear()
             self._history.clear()
             self._units.clear()
+            self.billed.clear()
             self.refused.clear()
             self._forced.clear()
             self._tables.clear()
@@ -576,16 +597,9 @@ class StrictStore:
                 2 if transactional else 1
             )
             for index in w.table.indexes:
-                old = index.projected(before, w.table.keys) if before else None
-                new = index.projected(after, w.table.keys) if after else None
-                moved = old is not None and new is not None and index.key_of(old) != index.key_of(new)
-                if old is not None and (new is None or moved):
-                    charges[(f"{w.table.name}/{index.name}", _partition(old[index.hash_key]))] += write_units(
-                        item_size(old)
-                    )
-                if new is not None and (old is None or moved or old != new):
-                    charges[(f"{w.table.name}/{index.name}", _partition(new[index.hash_key]))] += write_units(
-                        item_size(new)
+                for copy in index_writes(index, w.table.keys, before, after):
+                    charges[(f"{w.table.name}/{index.name}", _partition(copy[index.hash_key]))] += write_units(
+                        item_size(copy)
                     )
         second = int(self.clock())
         with self._lock:
@@ -596,6 +610,7 @@ class StrictStore:
                 raise Refusal("ProvisionedThroughputExceededException", _THROTTLED)
             for (where, partition), units in charges.items():
                 self._units[("w", where, partition, second)] += units
+                self.billed[("write", where)] += units  # a throttled write is not billed
 
     def write_units_in(self, where: str, partition: Any, second: int | None = None) -> float:
         """Units written this second (or ``second``) to one partition of the table or an index
@@ -650,6 +665,7 @@ class StrictStore:
         with self._lock:
             for where, partition, units in found:
                 self._units[("r", where, partition, second)] += units
+                self.billed[("read", where)] += units
 
     def _leave_unprocessed(self, params: dict[str, Any], parsed: dict[str, Any]) -> None:
         if self.unprocessed_rate <= 0:
