@@ -52,6 +52,12 @@ class Config:
     public_url: str | None
     integrated_enabled: bool
     allow_local_sentry_hosts: bool
+    retention_days: int
+
+
+# GitLab keeps integrated error tracking's events 90 days; DynamoDB's TTL deletes ours after as long.
+DEFAULT_RETENTION_DAYS = 90
+MAX_RETENTION_DAYS = 3650
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -64,6 +70,15 @@ def _env_bool(name: str, default: bool) -> bool:
     return parsed
 
 
+def _env_days(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_RETENTION_DAYS:
+        raise RuntimeError(f"{name}={raw!r} is not a whole number of days from 1 to {MAX_RETENTION_DAYS}")
+    return int(raw)
+
+
 @functools.cache
 def get_config() -> Config:
     return Config(
@@ -71,4 +86,5 @@ def get_config() -> Config:
         public_url=(os.environ.get("ERRORTRACKING_PUBLIC_URL") or "").rstrip("/") or None,
         integrated_enabled=_env_bool("ERRORTRACKING_INTEGRATED", True),
         allow_local_sentry_hosts=_env_bool("ERRORTRACKING_ALLOW_LOCAL_SENTRY_HOSTS", False),
+        retention_days=_env_days("ERRORTRACKING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
     )

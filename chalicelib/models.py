@@ -302,6 +302,8 @@ class TrackedError(Entity, discriminator="error"):
     latest_event = UnicodeAttribute(null=True)  # sort key of the newest stored event
     tokens = NumberAttribute(null=True)  # the roll-up token bucket (tracked_errors)
     refilled_at = UnicodeAttribute(null=True)
+    # The retention period after last_seen: by then every stored event of the error has expired.
+    expires = TTLAttribute(null=True)
     by_last_seen = ErrorsByLastSeen()
     by_first_seen = ErrorsByFirstSeen()
     by_count = ErrorsByCount()
@@ -328,6 +330,7 @@ class ErrorShard(Entity, discriminator="errorshard"):
     pending = NumberAttribute(default=0)
     pending_users = NumberAttribute(default=0)
     rolled_at = UnicodeAttribute(null=True)
+    expires = TTLAttribute(null=True)  # the retention period after its last count, like its error
 
     @staticmethod
     def key(project_id: int, error_id: int, shard: int) -> Key:
@@ -336,7 +339,12 @@ class ErrorShard(Entity, discriminator="errorshard"):
 
 class ErrorUserClaim(Entity, discriminator="erroruser"):
     """One distinct user an error met (by a digest of their identity): written once, with the first
-    event of that user, in the same transaction as the count it adds to. Each is its own partition."""
+    event of that user, in the same transaction as the count it adds to. Each is its own partition.
+
+    It expires a retention period after that first event: the user is then counted again if they
+    meet the error again (an exact count would rewrite the claim on every event of a known user)."""
+
+    expires = TTLAttribute(null=True)
 
     @staticmethod
     def key(project_id: int, error_id: int, user: str) -> Key:
@@ -357,6 +365,7 @@ class StoredEvent(Entity, discriminator="event"):
     title = UnicodeAttribute(null=True)
     trimmed = BooleanAttribute(default=False)
     payload = BinaryAttribute(legacy_encoding=False)
+    expires = TTLAttribute(null=True)  # received_at plus the retention period (config.retention_days)
 
     @staticmethod
     def key(project_id: int, error_id: int, timestamp: str, event_id: str) -> Key:

@@ -22,6 +22,7 @@ import datetime as dt
 import gzip
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -129,17 +130,26 @@ def metered_store() -> Iterator[Any]:
     """moto in-process behind a strict layer that bills."""
     import moto
 
-    from chalicelib import bootstrap
+    from chalicelib import bootstrap, models
     from scripts.strict_store import StrictStore
 
     strict = StrictStore(conflicts=False)
-    with moto.mock_aws():
-        strict.install()
-        try:
-            bootstrap.init_store()
-            yield strict
-        finally:
-            strict.uninstall()
+    # moto answers only AWS's own endpoints: a local store's endpoint would be called instead.
+    endpoints = {name: os.environ.pop(name) for name in _ENDPOINTS if name in os.environ}
+    try:
+        with moto.mock_aws():
+            strict.install()
+            try:
+                bootstrap.init_store()
+                yield strict
+            finally:
+                strict.uninstall()
+    finally:
+        os.environ.update(endpoints)
+        models.reset_connections()
+
+
+_ENDPOINTS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_KMS")
 
 
 def _envelope(template: dict[str, Any], event_id: str, *, error: str, user: str) -> bytes:

@@ -379,3 +379,29 @@ PK = "glet_" + "0123456789abcdef" * 2
 )
 def test_dsn(base_url: str, expected: str) -> None:
     assert dsn(PK, 7, base_url) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "3651", "7.5", "seven", "٣", " 7"])
+def test_a_retention_that_is_not_a_whole_number_of_days_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    from chalicelib import config
+
+    monkeypatch.setenv("ERRORTRACKING_RETENTION_DAYS", raw)
+    config.get_config.cache_clear()
+    with pytest.raises(
+        RuntimeError, match=r"ERRORTRACKING_RETENTION_DAYS=.* is not a whole number of days from 1 to 3650"
+    ):
+        config.get_config()
+
+
+@pytest.mark.parametrize(("raw", "days"), [(None, 90), ("", 90), ("1", 1), ("30", 30), ("3650", 3650)])
+def test_retention_is_90_days_unless_set(monkeypatch: pytest.MonkeyPatch, raw: str | None, days: int) -> None:
+    from chalicelib import config
+
+    if raw is None:
+        monkeypatch.delenv("ERRORTRACKING_RETENTION_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("ERRORTRACKING_RETENTION_DAYS", raw)
+    config.get_config.cache_clear()
+    assert config.get_config().retention_days == days

@@ -31,7 +31,7 @@ from typing import Any
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
 
-from chalicelib import budget, errors, models
+from chalicelib import budget, config, errors, models
 from chalicelib.ingest.events import Event, fit_for_storage
 from chalicelib.models import (
     ERROR_SHARDS,
@@ -149,6 +149,7 @@ def _error_actions(
         t.latest_event.set(event_sort_key),
         t.tokens.set(max(0.0, _tokens(error, now) - 1)),
         t.refilled_at.set(stamp),
+        t.expires.set(retained_until(now)),
     ]
     hour = str(TrackedError.hour_of(now))
     if error is None or error.hours is None:
@@ -210,36 +211,42 @@ def record(
                         ErrorShard.pending.add(-pending),
                         ErrorShard.pending_users.add(-pending_users),
                         ErrorShard.rolled_at.set(iso(received_at)),
+                        ErrorShard.expires.set(retained_until(received_at)),
                     ],
                     condition=shard_condition,
                 )
                 if new_user and targets.user:
-                    tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
+                    tw.save(_user_claim(targets.user, received_at), condition=ErrorUserClaim.pk.does_not_exist())
             return
         except TransactWriteError as exc:
             if "ConditionalCheckFailed" in models.cancellation_codes(exc)[:2]:  # the claim or the event
                 return  # an event with this id and time was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
-    _count_on_shard(targets, found)
+    _count_on_shard(targets, found, received_at)
+
+
+def retained_until(moment: dt.datetime) -> dt.datetime:
+    """When what ``moment`` wrote expires: DynamoDB's TTL deletes it (within days) after that."""
+    return moment + dt.timedelta(days=config.get_config().retention_days)
 
 
 def _as(cls: type[Any], item: Entity | None) -> Any:
     return item if isinstance(item, cls) else None
 
 
-def _user_claim(key: Key) -> ErrorUserClaim:
-    claim: ErrorUserClaim = models.build(ErrorUserClaim, key)
+def _user_claim(key: Key, received_at: dt.datetime) -> ErrorUserClaim:
+    claim: ErrorUserClaim = models.build(ErrorUserClaim, key, expires=retained_until(received_at))
     return claim
 
 
-def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
+def _count_on_shard(targets: Targets, found: Mapping[Key, Entity], received_at: dt.datetime) -> None:
     """Busy: count the event on its shard; the next roll-up carries it into the error. A new user
     is counted there too, with their claim, in one transaction (so they are counted once).
 
     In a flood the shard is also in roll-up transactions, and DynamoDB refuses any write to an item
     a transaction holds (TransactionConflict): such a write is tried again after a backoff."""
-    count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard)]
+    count = [ErrorShard.pending.add(1), models.kind_of(ErrorShard), ErrorShard.expires.set(retained_until(received_at))]
     shard = models.build(ErrorShard, targets.shard)
     new_user = targets.user is not None and not isinstance(found.get(targets.user), ErrorUserClaim)
     for attempt in budget.attempts(_HELD_ITEM_ATTEMPTS):
@@ -247,7 +254,7 @@ def _count_on_shard(targets: Targets, found: Mapping[Key, Entity]) -> None:
             if new_user and targets.user is not None:
                 with models.transaction() as tw:
                     tw.update(shard, actions=[*count, ErrorShard.pending_users.add(1)])
-                    tw.save(_user_claim(targets.user), condition=ErrorUserClaim.pk.does_not_exist())
+                    tw.save(_user_claim(targets.user, received_at), condition=ErrorUserClaim.pk.does_not_exist())
             else:
                 shard.update(actions=count)
             return
@@ -273,6 +280,7 @@ def _stored_event(project_id: int, event: Event, received_at: dt.datetime) -> St
         environment=event.environment,
         release=event.release,
         title=event.title,
+        expires=retained_until(received_at),
     )
     stored.payload, stored.trimmed = fit_for_storage(event.payload, event.raw)
     return stored

@@ -1060,3 +1060,33 @@ def test_deactivating_one_of_two_keys_creates_no_new_key(ctx: Ctx) -> None:
     assert ctx.patch_key(form={"active": "false"}).status == 200
     assert ctx.api.put(SETTINGS.format(ctx.project_id), form={"active": "true", "integrated": "true"}).status == 200
     assert [(k["id"], k["active"]) for k in ctx.client_keys()] == [(ctx.key_id, False), (second.json["id"], True)]
+
+
+# Retention: events carry user data, and nothing an event writes is kept forever
+
+
+@pytest.mark.parametrize("days", [None, "7"])
+def test_what_events_write_expires_a_retention_period_after_they_were_last_seen(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch, days: str | None
+) -> None:
+    from chalicelib import config, models
+    from chalicelib.ingest import ingestion
+
+    if days is not None:
+        monkeypatch.setenv("ERRORTRACKING_RETENTION_DAYS", days)
+        config.get_config.cache_clear()
+    retention = dt.timedelta(days=int(days or 90))  # GitLab's 90 days by default
+    first = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    later = first + dt.timedelta(days=3)
+    for moment, user in ((first, "42"), (later, "43")):
+        monkeypatch.setattr(ingestion, "clock", lambda moment=moment: moment)
+        ctx.send(exception_event("KeyError", user={"id": user}))
+    expiries: dict[str, list[dt.datetime]] = {}
+    for item in models.Entity.scan():  # the test's look at the whole store
+        if isinstance(item, models.TrackedError | models.StoredEvent | models.ErrorShard | models.ErrorUserClaim):
+            expiries.setdefault(type(item).__name__, []).append(item.expires)
+    assert expiries.pop("TrackedError") == [later + retention]  # moved on by its last event
+    assert sorted(expiries.pop("StoredEvent")) == [first + retention, later + retention]
+    assert sorted(expiries.pop("ErrorUserClaim")) == [first + retention, later + retention]
+    assert max(expiries.pop("ErrorShard")) == later + retention
+    assert expiries == {}
