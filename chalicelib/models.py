@@ -373,8 +373,11 @@ class StoredEvent(Entity, discriminator="event"):
 
 
 class EventIdClaim(Entity, discriminator="eventid"):
-    """Claims an event id for a project, so a resent event is stored and counted once, with or
-    without a timestamp. DynamoDB expires it after a while (SDKs resend within minutes)."""
+    """Claims an event id for a project, so that an event sent without its own id and time (stored
+    under the time it arrived) is stored and counted once when sent again. An event with both needs
+    none: sent again, it finds its own stored item (costing the claim's write units, doubled in the
+    roll-up transaction, saves a quarter of a quiet error's table writes). DynamoDB expires it after
+    a while (SDKs resend within minutes)."""
 
     expires = TTLAttribute(null=True)
 

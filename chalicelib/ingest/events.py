@@ -34,17 +34,22 @@ _HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
 _DEFAULT_MARKERS = frozenset({"{{ default }}", "{{default}}"})
 
 
-def event_id_of(payload: dict[str, Any], fallback: Any = None) -> str:
-    """32 lowercase hex characters: the event's own id, the envelope's, or a new one."""
+def given_event_id(payload: dict[str, Any], fallback: Any = None) -> str | None:
+    """The event's own id, else the envelope's, as 32 lowercase hex characters; None without either."""
     for candidate in (payload.get("event_id"), fallback):
         if isinstance(candidate, str):
             normalized = candidate.replace("-", "").lower()
             if _HEX32.match(normalized):
                 return normalized
-    return uuid.uuid4().hex
+    return None
 
 
-def parse_timestamp(value: Any, default: dt.datetime) -> dt.datetime:
+def event_id_of(payload: dict[str, Any], fallback: Any = None) -> str:
+    """32 lowercase hex characters: the event's own id, the envelope's, or a new one."""
+    return given_event_id(payload, fallback) or uuid.uuid4().hex
+
+
+def parse_timestamp(value: Any, default: dt.datetime | None) -> dt.datetime | None:
     """ISO-8601 strings, or epoch seconds as a number or a string; anything else is ``default``."""
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -98,6 +103,9 @@ def _message(payload: dict[str, Any]) -> tuple[str | None, str | None]:
 class Event:
     event_id: str
     timestamp: dt.datetime
+    # The SDK sent the event's own id and time: the key they make names this event only, so a
+    # delivery of it again finds its stored item (no claim of the id is needed to know it).
+    identified: bool
     error_id: int
     type: str  # "error" for exceptions, "default" otherwise, as Sentry says
     title: str
@@ -178,9 +186,11 @@ def normalize(
     else:
         title, kind, shown = "<unlabeled event>", "default", ""
         parts = ["event", platform, culprit]
+    given_id, timestamp = given_event_id(payload, envelope_event_id), parse_timestamp(payload.get("timestamp"), None)
     return Event(
-        event_id=event_id_of(payload, envelope_event_id),
-        timestamp=parse_timestamp(payload.get("timestamp"), received_at),
+        event_id=given_id or uuid.uuid4().hex,
+        timestamp=timestamp or received_at,
+        identified=given_id is not None and timestamp is not None,
         error_id=error_id_for(_grouping(parts, payload.get("fingerprint"))),
         type=kind,
         title=title[:255],

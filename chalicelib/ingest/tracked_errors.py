@@ -196,12 +196,15 @@ def record(
             if shard is not None and shard.rolled_at
             else ErrorShard.rolled_at.does_not_exist()
         )
-        claim = models.build(
-            EventIdClaim, EventIdClaim.key(project_id, event.event_id), expires=received_at + EVENT_ID_MEMORY
-        )
         try:
             with models.transaction() as tw:
-                tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
+                if not event.identified:  # stored under the time it arrived: only a claim knows it again
+                    claim = models.build(
+                        EventIdClaim,
+                        EventIdClaim.key(project_id, event.event_id),
+                        expires=received_at + EVENT_ID_MEMORY,
+                    )
+                    tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
                 tw.save(stored_event, condition=StoredEvent.pk.does_not_exist())
                 tw.update(target, actions=actions, condition=condition)
                 tw.update(
@@ -219,8 +222,8 @@ def record(
                     tw.save(_user_claim(targets.user, received_at), condition=ErrorUserClaim.pk.does_not_exist())
             return
         except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in models.cancellation_codes(exc)[:2]:  # the claim or the event
-                return  # an event with this id and time was stored before: nothing is counted
+            if "ConditionalCheckFailed" in models.cancellation_codes(exc)[: 1 if event.identified else 2]:
+                return  # the event (or its id's claim) was stored before: nothing is counted
             if not models.lost_race(exc):
                 raise
     _count_on_shard(targets, found, received_at)
