@@ -85,7 +85,7 @@ deploy: package
 		--stack-name $(STACK) --capabilities CAPABILITY_IAM \
 		--parameter-overrides PublicUrl=$(PUBLIC_URL) AlarmEmail=$(ALARM_EMAIL)
 	@aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
-		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL' || OutputKey=='TableName' || OutputKey=='SentryTokenKeyArn'].[OutputKey,OutputValue]" \
+		--query "Stacks[0].Outputs[?OutputKey=='EndpointURL' || OutputKey=='IngestUrl' || OutputKey=='TableName' || OutputKey=='SentryTokenKeyArn'].[OutputKey,OutputValue]" \
 		--output text
 	@echo "First admin token, against the deployed table (your AWS credentials, no endpoint override):"
 	@echo "  ERRORTRACKING_TABLE=<TableName above> AWS_DEFAULT_REGION=$(AWS_REGION) $(BIN)/errortracking user create root --admin"

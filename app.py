@@ -18,7 +18,7 @@ from chalicelib.ingest import ingestion, tracked_errors
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
 from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params, require_integer
-from chalicelib.urls import public_base_url, request_url
+from chalicelib.urls import dsn_base_url, public_base_url, request_url
 
 app = Chalice(app_name="errortracking")
 # The deployed API's binary media types are */* (.chalice/merge-template.json), so API Gateway hands
@@ -131,7 +131,7 @@ def put_settings(id: str) -> Response:
 @requires(MAINTAINER)
 def list_client_keys(id: str) -> Response:
     request = _request()
-    base = public_base_url(request)
+    base = dsn_base_url(request)
     page, headers = paginate(
         client_keys.list_keys(int(current_project().project_id)), request_params(request), request_url(request)
     )
@@ -142,7 +142,7 @@ def list_client_keys(id: str) -> Response:
 @requires(MAINTAINER)
 def create_client_key(id: str) -> Response:
     key = client_keys.create_key(current_project())
-    return _json(entities.client_key(key, public_base_url(_request())), status=201)
+    return _json(entities.client_key(key, dsn_base_url(_request())), status=201)
 
 
 @app.route(CLIENT_KEY, methods=["DELETE"], content_types=CONTENT_TYPES, cors=API_CORS)
@@ -150,7 +150,7 @@ def create_client_key(id: str) -> Response:
 def delete_client_key(id: str, key_id: str) -> Response:
     require_integer("key_id", key_id)
     key = client_keys.delete_key(current_project(), current().client_key)
-    return _json(entities.client_key(key, public_base_url(_request())))
+    return _json(entities.client_key(key, dsn_base_url(_request())))
 
 
 @app.route(CLIENT_KEY, methods=["PATCH"], content_types=CONTENT_TYPES, cors=API_CORS)
@@ -174,7 +174,7 @@ def update_client_key(id: str, key_id: str) -> Response:
         name=name,
         rate_limit=None if count is None or window is None else (count, window),
     )
-    return _json(entities.client_key(key, public_base_url(_request())))
+    return _json(entities.client_key(key, dsn_base_url(_request())))
 
 
 @app.route(ERRORS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
@@ -266,6 +266,14 @@ def ingest_envelope(project_id: str) -> Response:
 @public
 def ingest_store(project_id: str) -> Response:
     return _ingest(project_id, legacy_store=True)
+
+
+def ingest_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda handler behind the DSN host's Function URL on AWS (chalicelib/ingest/function_url.py):
+    the two routes above, without API Gateway's price per request."""
+    from chalicelib.ingest import function_url
+
+    return function_url.handle(app, event, context, SENTRY_CORS.get_access_control_headers())
 
 
 # This very API, described (chalicelib/openapi.json): read on the first request, so imports stay cheap.

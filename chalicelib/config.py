@@ -50,6 +50,7 @@ class Config:
 
     kms_key_id: str
     public_url: str | None
+    ingest_url: str | None  # the DSNs' base URL, when ingestion has an entry point of its own
     integrated_enabled: bool
     allow_local_sentry_hosts: bool
     retention_days: int
@@ -84,6 +85,7 @@ def get_config() -> Config:
     return Config(
         kms_key_id=os.environ.get("ERRORTRACKING_KMS_KEY_ID") or DEFAULT_KMS_KEY,
         public_url=(os.environ.get("ERRORTRACKING_PUBLIC_URL") or "").rstrip("/") or None,
+        ingest_url=(os.environ.get("ERRORTRACKING_INGEST_URL") or "").rstrip("/") or None,
         integrated_enabled=_env_bool("ERRORTRACKING_INTEGRATED", True),
         allow_local_sentry_hosts=_env_bool("ERRORTRACKING_ALLOW_LOCAL_SENTRY_HOSTS", False),
         retention_days=_env_days("ERRORTRACKING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),

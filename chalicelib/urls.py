@@ -25,6 +25,12 @@ def public_base_url(request: Request | None) -> str:
     return f"{scheme}://{host}{prefix}"
 
 
+def dsn_base_url(request: Request | None) -> str:
+    """Where DSNs lead: the ingestion entry point when it has its own (a Lambda Function URL on
+    AWS, ERRORTRACKING_INGEST_URL), else the API's public URL."""
+    return get_config().ingest_url or public_base_url(request)
+
+
 def request_path(request: Request) -> str:
     """The path this request was made to, rebuilt from its route so it is the same locally and on
     API Gateway (which may hand path parameters over decoded)."""

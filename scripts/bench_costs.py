@@ -85,17 +85,19 @@ def lambda_dollars(cpu_ms: float, round_trips: float) -> float:
     return price("lambda_request") + billed_ms / 1000 * LAMBDA_MEMORY_MB / 1024 * price("lambda_arm64")
 
 
-def per_million(metered: Metered, cpu_ms: float) -> dict[str, float]:
-    """Dollars per million such requests, all-in, by part (REST API Gateway, as deployed today)."""
+def per_million(metered: Metered, cpu_ms: float, entry: str = "api_gateway_rest") -> dict[str, float]:
+    """Dollars per million such requests, all-in, by part; ``entry``: what the request comes in
+    through ("api_gateway_rest", or "function_url", which bills nothing per request)."""
     parts = {
         "dynamodb": metered.dynamodb_dollars(),
         "lambda": lambda_dollars(cpu_ms, metered.round_trips),
-        "api_gateway": price("api_gateway_rest"),
+        "entry": price(entry) if entry in PRICES else 0.0,
         "kms": metered.kms_calls * price("kms_request"),
     }
     parts = {name: dollars * 1e6 for name, dollars in parts.items()}
     parts["total"] = sum(parts.values())
-    parts["total_with_http_api"] = parts["total"] - (price("api_gateway_rest") - price("api_gateway_http")) * 1e6
+    # Beside it, the same request through the REST API (as DSNs led before the Function URL).
+    parts["total_via_rest_api"] = parts["total"] - parts["entry"] + price("api_gateway_rest") * 1e6
     return parts
 
 
@@ -341,7 +343,14 @@ def report(measured: dict[str, Any], cpu_ms: dict[str, float]) -> dict[str, Any]
             "kms_calls": round(metered.kms_calls, 2),
             "write_units_by_table_or_index": {k: round(v, 2) for k, v in metered.where.items()},
             "cpu_ms": round(cpu, 2),
-            "dollars_per_million": {k: round(v, 2) for k, v in per_million(metered, cpu).items()},
+            # DSNs lead to the Function URL (scripts/package.py); the API is behind the REST API.
+            "entry": "function_url" if name in INGESTION else "api_gateway_rest",
+            "dollars_per_million": {
+                k: round(v, 2)
+                for k, v in per_million(
+                    metered, cpu, "function_url" if name in INGESTION else "api_gateway_rest"
+                ).items()
+            },
             "target_per_million": TARGETS.get(name),
         }
     return {
@@ -360,16 +369,17 @@ def print_report(bill: dict[str, Any]) -> None:
         f"\ndollars per million (us-east-1 list prices of {bill['prices_copied']}; Lambda arm64"
         f" {bill['lambda_memory_mb']} MB, {bill['assumed_round_trip_ms']:.0f} ms assumed per round trip)"
     )
-    columns = (("WRU", 6), ("RRU", 6), ("trips", 6), ("DynamoDB", 9), ("Lambda", 7), ("API GW", 7), ("total", 7))
-    print(f"  {'':30}" + "".join(f" {c:>{width}}" for c, width in columns) + " HTTP API")
+    columns = (("WRU", 6), ("RRU", 6), ("trips", 6), ("DynamoDB", 9), ("Lambda", 7), ("entry", 7), ("total", 7))
+    print(f"  {'':30}" + "".join(f" {c:>{width}}" for c, width in columns) + "  via REST API")
     for name, row in bill["per_million"].items():
         d = row["dollars_per_million"]
         target = f"  (target <= {row['target_per_million']:.0f})" if row["target_per_million"] else ""
         print(
             f"  {name:30} {row['write_units']:6.1f} {row['read_units']:6.1f} {row['round_trips']:6.1f}"
-            f" {d['dynamodb']:9.2f} {d['lambda']:7.2f} {d['api_gateway']:7.2f} {d['total']:7.2f}"
-            f" {d['total_with_http_api']:9.2f}{target}"
+            f" {d['dynamodb']:9.2f} {d['lambda']:7.2f} {d['entry']:7.2f} {d['total']:7.2f}"
+            f" {d['total_via_rest_api']:13.2f}{target}"
         )
+    print("  (entry: the Function URL for events, API Gateway's REST API for the API)")
     r = bill["at_rest_month"]
     print(
         f"  at rest, 1,000,000 events and 10,000 errors: {r['gb']:.2f} GB, ${r['total']:.2f}/month"

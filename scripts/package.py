@@ -6,6 +6,12 @@ Two adjustments make Chalice package for it from any Python: the runtime it writ
 template, and the Python version pip is told when it fetches wheels of compiled dependencies
 (brotli) for the Lambda's ABI and architecture. Arguments are `chalice package`'s.
 
+Then the template gets the DSN host's entry point: a second function of the same bundle, role,
+runtime and memory, behind a Lambda Function URL (no price per request, where API Gateway's REST
+API bills $3.50 a million), serving only the ingestion routes (chalicelib/ingest/function_url.py).
+The API's DSNs lead there (ERRORTRACKING_INGEST_URL); the API Gateway routes keep working for DSNs
+handed out before.
+
 Then the bundle gets bytecode. Lambda's `/var/task` is read-only, so without `.pyc` every cold
 start compiles every module it imports. Bytecode is specific to a Python version, so it is
 compiled by the runtime's own interpreter when one is found (`LAMBDA_PYTHON`, `python3.13` on
@@ -14,6 +20,8 @@ PATH, or pyenv's), as unchecked-hash `.pyc`: valid whatever the files' times aft
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 import subprocess
@@ -84,11 +92,44 @@ def add_bytecode(bundle: Path, python: str) -> int:
     return len(compiled)
 
 
+INGEST_URL = {"Fn::GetAtt": ["IngestHandlerUrl", "FunctionUrl"]}  # SAM names the URL <function>Url
+
+
+def add_ingest_function(template_path: Path) -> None:
+    """IngestHandler: APIHandler's copy with the Function URL handler, its errors alarmed alike."""
+    template = json.loads(template_path.read_text())
+    resources = template["Resources"]
+    api = resources["APIHandler"]
+    ingest = copy.deepcopy(api)
+    ingest["Properties"]["Handler"] = "app.ingest_handler"
+    # Public, as a DSN is: the client key in each request is what ingestion checks.
+    ingest["Properties"]["FunctionUrlConfig"] = {"AuthType": "NONE", "InvokeMode": "BUFFERED"}
+    resources["IngestHandler"] = ingest
+    # Since October 2025 a public Function URL needs both grants (Lambda's "Control access to
+    # function URLs"); lambda:InvokeFunction only through the URL, not Lambda's own Invoke API.
+    for name, grant in (
+        ("IngestUrlPublicInvokeUrl", {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"}),
+        ("IngestUrlPublicInvoke", {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True}),
+    ):
+        resources[name] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {"FunctionName": {"Ref": "IngestHandler"}, "Principal": "*", **grant},
+        }
+    api["Properties"]["Environment"]["Variables"]["ERRORTRACKING_INGEST_URL"] = INGEST_URL
+    alarm = copy.deepcopy(resources["LambdaErrorsAlarm"])
+    alarm["Properties"]["AlarmDescription"] = "The ingestion Lambda failed (timeouts, out of memory, import errors)."
+    alarm["Properties"]["Dimensions"] = [{"Name": "FunctionName", "Value": {"Ref": "IngestHandler"}}]
+    resources["IngestErrorsAlarm"] = alarm
+    template.setdefault("Outputs", {})["IngestUrl"] = {"Value": INGEST_URL}
+    template_path.write_text(json.dumps(template, indent=2) + "\n")
+
+
 def main() -> int:
     args = sys.argv[1:]
     status = chalice_package(args)
     if status or not args or args[-1].startswith("-"):
         return status
+    add_ingest_function(Path(args[-1]) / "sam.json")
     bundle = Path(args[-1]) / "deployment.zip"
     python = runtime_python()
     if python is None:

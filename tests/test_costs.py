@@ -108,6 +108,10 @@ def test_the_dollars_are_the_units_times_the_price_table() -> None:
     assert bill["dynamodb"] == pytest.approx(10 * 0.625 + 4 * 0.125)
     # 3.4 ms of CPU and two 6 ms round trips: 16 ms billed at 1 GB, plus the invocation.
     assert bill["lambda"] == pytest.approx(0.20 + 0.016 * 13.3334)
-    assert bill["api_gateway"] == pytest.approx(3.50)
-    assert bill["total"] == pytest.approx(bill["dynamodb"] + bill["lambda"] + bill["api_gateway"])
-    assert bill["total_with_http_api"] == pytest.approx(bill["total"] - 2.50)
+    assert bill["entry"] == pytest.approx(3.50)
+    assert bill["total"] == pytest.approx(bill["dynamodb"] + bill["lambda"] + bill["entry"])
+    through_url = bench_costs.per_million(metered, cpu_ms=3.4, entry="function_url")
+    assert through_url["entry"] == 0  # a Function URL bills no request
+    assert (
+        through_url["total_via_rest_api"] == pytest.approx(bill["total"]) == pytest.approx(through_url["total"] + 3.50)
+    )

@@ -92,6 +92,7 @@ def test_lambda_reads_its_settings_from_the_stack(templates: dict[str, dict[str,
         "ERRORTRACKING_TABLE": {"Ref": "Table"},
         "ERRORTRACKING_KMS_KEY_ID": {"Fn::GetAtt": ["SentryTokenKey", "Arn"]},
         "ERRORTRACKING_PUBLIC_URL": {"Ref": "PublicUrl"},
+        "ERRORTRACKING_INGEST_URL": {"Fn::GetAtt": ["IngestHandlerUrl", "FunctionUrl"]},  # where DSNs lead
     }
     # Packaged from any Python 3.11+ for python3.13 on Graviton (scripts/package.py): the runtime
     # with the longest support, on the cheaper architecture; compiled wheels match it (below).
@@ -99,6 +100,43 @@ def test_lambda_reads_its_settings_from_the_stack(templates: dict[str, dict[str,
     assert function["MemorySize"] == {"dev": 512, "prod": 1024}[stage]
     key = templates[stage]["Resources"]["SentryTokenKey"]
     assert key["DeletionPolicy"] == "Retain" and key["Properties"]["EnableKeyRotation"] is True
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_dsn_host_is_a_public_function_url_of_the_same_bundle(
+    templates: dict[str, dict[str, Any]], stage: str
+) -> None:
+    """API Gateway's REST API bills $3.50 a million requests: the DSNs lead to a Function URL
+    (no price per request) of a second function, the same bundle behind another handler."""
+    import app
+
+    template = templates[stage]["Resources"]
+    api, ingest = template["APIHandler"]["Properties"], template["IngestHandler"]["Properties"]
+    assert ingest["Handler"] == "app.ingest_handler" and callable(app.ingest_handler)
+    different = {"Handler", "FunctionUrlConfig", "Environment"}
+    assert {k: v for k, v in ingest.items() if k not in different} == {
+        k: v for k, v in api.items() if k not in different
+    }
+    variables = dict(api["Environment"]["Variables"])
+    del variables["ERRORTRACKING_INGEST_URL"]  # the API's alone: its DSNs lead to the URL
+    assert ingest["Environment"]["Variables"] == variables
+    assert ingest["FunctionUrlConfig"] == {"AuthType": "NONE", "InvokeMode": "BUFFERED"}
+    # Public, as a DSN is; since October 2025 a public URL needs both grants, the second only via the URL.
+    grants = {
+        r["Properties"]["Action"]: r["Properties"]
+        for r in resources(templates[stage], "AWS::Lambda::Permission").values()
+        if r["Properties"]["FunctionName"] == {"Ref": "IngestHandler"}
+    }
+    assert grants["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert grants["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
+    assert {g["Principal"] for g in grants.values()} == {"*"}
+    watched = [
+        a["Properties"]["Dimensions"]
+        for a in resources(templates[stage], "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "Errors"
+    ]
+    assert [{"Name": "FunctionName", "Value": {"Ref": "IngestHandler"}}] in watched
+    assert templates[stage]["Outputs"]["IngestUrl"] == {"Value": {"Fn::GetAtt": ["IngestHandlerUrl", "FunctionUrl"]}}
 
 
 @pytest.mark.parametrize("stage", STAGES)
