@@ -651,11 +651,22 @@ class StrictStore:
         second = int(self.clock())
         if operation == "BatchGetItem":
             found = []
-            for name, items in (parsed.get("Responses") or {}).items():
+            for name, request in params["RequestItems"].items():
                 table = self._table(name)
-                consistent = bool(params["RequestItems"].get(name, {}).get("ConsistentRead"))
+                consistent = bool(request.get("ConsistentRead"))
+                items = (parsed.get("Responses") or {}).get(name, [])
                 found += [
                     (name, _partition(i.get(table.hash_key)), read_units(item_size(i), consistent)) for i in items
+                ]
+                # A key with no item still costs a read's minimum, as it does on DynamoDB; one left
+                # unprocessed costs nothing (it is read again).
+                answered = {table.identity(i) for i in items} | {
+                    table.identity(k) for k in ((parsed.get("UnprocessedKeys") or {}).get(name) or {}).get("Keys", [])
+                }
+                found += [
+                    (name, _partition(k.get(table.hash_key)), read_units(0, consistent))
+                    for k in request["Keys"]
+                    if table.identity(k) not in answered
                 ]
         else:
             items = [parsed["Item"]] if parsed.get("Item") else parsed.get("Items", [])

@@ -2,10 +2,12 @@
 
 Recording is built so that a noisy error cannot throttle. Each event first lands on one of
 ``ERROR_SHARDS`` shard items of its error (each its own partition). The shard is *rolled up* into
-the error item, and the event stored, in one transaction, when the shard has nothing pending or
-its last roll-up is a second old; otherwise the event only adds to the shard's pending count. So
-an error item takes at most a few writes a second per shard however many events arrive, while a
-quiet error (the usual case) has every event stored and counted at once.
+the error item, and the event stored, in one transaction, while the error's token bucket of
+roll-ups lasts or when the shard's last roll-up is a second old; otherwise the event only adds to
+the shard's pending count. So an error item takes at most a few writes a second per shard however
+many events arrive, while a quiet error (the usual case) has every event stored and counted at
+once, without writing its shard at all (the shard is written to take its counts, or to hold back
+its next roll-up once the bucket is spent).
 
 Distinct users are counted exactly without growing the error item: the first event of a user
 writes that user's claim (:class:`ErrorUserClaim`, its own partition) in the same write as the
@@ -196,6 +198,11 @@ def record(
             if shard is not None and shard.rolled_at
             else ErrorShard.rolled_at.does_not_exist()
         )
+        # The shard is written only to take its counts, or once the error's bucket is spent (its
+        # time then holds back the shard's next roll-up). While the bucket lasts, the next event is
+        # due whatever the shard's time says, so a quiet error's events leave their shard alone:
+        # two write units less each, as the transaction doubles them.
+        touch_shard = pending > 0 or pending_users > 0 or _tokens(error, received_at) - 1 < 1
         try:
             with models.transaction() as tw:
                 if not event.identified:  # stored under the time it arrived: only a claim knows it again
@@ -207,17 +214,18 @@ def record(
                     tw.save(claim, condition=EventIdClaim.pk.does_not_exist())
                 tw.save(stored_event, condition=StoredEvent.pk.does_not_exist())
                 tw.update(target, actions=actions, condition=condition)
-                tw.update(
-                    shard_item,
-                    actions=[
-                        models.kind_of(ErrorShard),
-                        ErrorShard.pending.add(-pending),
-                        ErrorShard.pending_users.add(-pending_users),
-                        ErrorShard.rolled_at.set(iso(received_at)),
-                        ErrorShard.expires.set(retained_until(received_at)),
-                    ],
-                    condition=shard_condition,
-                )
+                if touch_shard:
+                    tw.update(
+                        shard_item,
+                        actions=[
+                            models.kind_of(ErrorShard),
+                            ErrorShard.pending.add(-pending),
+                            ErrorShard.pending_users.add(-pending_users),
+                            ErrorShard.rolled_at.set(iso(received_at)),
+                            ErrorShard.expires.set(retained_until(received_at)),
+                        ],
+                        condition=shard_condition,
+                    )
                 if new_user and targets.user:
                     tw.save(_user_claim(targets.user, received_at), condition=ErrorUserClaim.pk.does_not_exist())
             return

@@ -143,6 +143,9 @@ def test_an_event_counted_while_a_roll_up_holds_its_shard_is_still_counted(
     (error,) = api.get(ERRORS.format(pid), token=token).json
     detail = api.get(f"{ERRORS.format(pid)}/{error['id']}", token=token).json
     assert (detail["count"], detail["user_count"]) == (burst + 2, burst + 2)
+    # The shards counted on expire a retention period after their last count, like their error.
+    shards = [item for item in models.Entity.scan() if isinstance(item, models.ErrorShard)]
+    assert shards and {shard.expires for shard in shards} == {START + dt.timedelta(days=90)}
 
 
 def test_an_event_whose_roll_up_meets_other_transactions_is_still_stored_and_listed(
