@@ -9,6 +9,7 @@ change that makes an event dearer fails a test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -118,3 +119,9 @@ def test_the_dollars_are_the_units_times_the_price_table() -> None:
     assert (
         through_url["total_via_rest_api"] == pytest.approx(bill["total"]) == pytest.approx(through_url["total"] + 3.50)
     )
+
+
+def test_the_bill_at_rest_counts_the_stacks_alarms(packaged: Callable[[str], dict[str, Any]]) -> None:
+    template = packaged("prod")
+    alarms = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == bench_costs.ALARMS
