@@ -146,6 +146,12 @@ def test_gateway_answers_like_gitlab(templates: dict[str, dict[str, Any]], stage
         r["Properties"]["ResponseType"]: r["Properties"]
         for r in resources(template, "AWS::ApiGateway::GatewayResponse").values()
     }
+    # A page on another origin reads every answer, the gateway's own too: without the header the
+    # browser shows a CORS failure in place of a 413, a 429 (and its Retry-After) or a 5xx.
+    for kind, response in responses.items():
+        assert response["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'", kind
+    throttled = responses["THROTTLED"]["ResponseParameters"]
+    assert throttled["gatewayresponse.header.Access-Control-Expose-Headers"] == "'Retry-After'"
     missing = responses["MISSING_AUTHENTICATION_TOKEN"]
     assert missing["StatusCode"] == "404"
     assert json.loads(missing["ResponseTemplates"]["application/json"]) == {"error": "404 Not Found"}
