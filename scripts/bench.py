@@ -140,15 +140,17 @@ def invoke(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def recording() -> Iterator[list[Call]]:
-    """Every AWS call made inside the block: (service, operation, params)."""
+def recording(skip: Callable[[Any], bool] | None = None) -> Iterator[list[Call]]:
+    """Every AWS call made inside the block: (service, operation, params); none of a client
+    ``skip`` says is not the service's (the strict layer's own reads)."""
     from botocore.client import BaseClient
 
     calls: list[Call] = []
     original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def record(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        calls.append((self.meta.service_model.service_name, operation, params))
+        if skip is None or not skip(self):
+            calls.append((self.meta.service_model.service_name, operation, params))
         return original(self, operation, params)
 
     BaseClient._make_api_call = record  # type: ignore[attr-defined]

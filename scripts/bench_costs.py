@@ -164,30 +164,11 @@ def _envelope(template: dict[str, Any], event_id: str, *, error: str, user: str)
     return gzip.compress(head + b"\n" + item + b"\n" + payload + b"\n")
 
 
-@contextmanager
-def _service_calls(strict: Any) -> Iterator[list[tuple[str, str]]]:
-    """(service, operation) of each AWS call the service makes in the block: the strict layer's
-    own reads of the store are not the service's."""
-    from botocore.client import BaseClient
-
-    calls: list[tuple[str, str]] = []
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]
-
-    def record(client: Any, operation: str, params: dict[str, Any]) -> Any:
-        if not strict.is_own(client):
-            calls.append((client.meta.service_model.service_name, operation))
-        return original(client, operation, params)
-
-    BaseClient._make_api_call = record  # type: ignore[attr-defined]
-    try:
-        yield calls
-    finally:
-        BaseClient._make_api_call = original  # type: ignore[attr-defined]
-
-
 def _run(strict: Any, requests: list[Callable[[], dict[str, Any]]], expect: int) -> Metered:
+    from scripts.bench import recording
+
     strict.billed.clear()
-    with _service_calls(strict) as own:
+    with recording(skip=strict.is_own) as own:
         for request in requests:
             answer = request()
             assert answer["statusCode"] == expect, answer

@@ -18,8 +18,9 @@ import pytest
 
 import app as app_module
 from chalicelib import config
-from tests.conftest import Api, Scene
-from tests.ingest.test_api_errors import Ctx, envelope, exception_event, set_up_project
+from tests.ingest.test_api_errors import Ctx, ctx, envelope, exception_event
+
+__all__ = ["ctx"]  # the ingestion tests' project, its maintainer and its key
 
 TEXT_TYPES = ("text/", "application/json")  # what Lambda hands over as text; the rest base64
 
@@ -61,14 +62,6 @@ def url_event(
 def call(event: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any] = app_module.ingest_handler(event, None)
     return answer
-
-
-@pytest.fixture
-def ctx(api: Api, scene: Scene) -> Ctx:
-    project = scene.project("acme/shop")
-    api.token = scene.maintainer(project)
-    key_id, public_key = set_up_project(api, int(project.project_id))
-    return Ctx(api, scene, int(project.project_id), key_id, public_key)
 
 
 def ingest_path(ctx: Ctx, kind: str = "envelope") -> str:
