@@ -106,3 +106,29 @@ def test_a_write_failing_midway_puts_back_what_was_written(client: Any) -> None:
         )
     items = sorted(client.scan(TableName=TABLE)["Items"], key=lambda i: i["pk"]["S"])
     assert items == [{"pk": {"S": "a"}, "s": {"S": "text"}}, {"pk": {"S": "c"}, "n": {"N": "1"}}]
+
+
+def test_the_items_a_query_answers_with_are_not_kept(client: Any) -> None:
+    """moto kept every item it ever copied (a query's answer, a write's old item) in a list on the
+    Item class, which only stopping a mock empties: the store of `make run` grew with every request."""
+    import gc
+
+    from moto.dynamodb.models.dynamo_type import Item
+
+    for n in range(30):
+        client.put_item(TableName=TABLE, Item={"pk": {"S": f"item-{n}"}, "body": {"S": "x" * 300}})
+    gc.collect()
+    alive = sum(isinstance(o, Item) for o in gc.get_objects())
+    for _ in range(50):
+        client.get_item(TableName=TABLE, Key={"pk": {"S": "item-1"}}, ConsistentRead=True)
+        client.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": "item-2"}},
+            UpdateExpression="SET n = :n",
+            ExpressionAttributeValues={":n": {"N": "1"}},
+        )
+    gc.collect()
+    assert len(getattr(Item, "instances_tracked", [])) == 0
+    assert sum(isinstance(o, Item) for o in gc.get_objects()) <= alive + 2, (
+        "items copied by reads and writes stayed alive"
+    )
