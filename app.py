@@ -14,7 +14,7 @@ from chalice.app import Chalice, CORSConfig, Request, Response
 from chalicelib import authorizer, budget, client_keys, entities, errors, settings, telemetry
 from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
-from chalicelib.ingest import ingestion, tracked_errors
+from chalicelib.ingest import function_url, ingestion, tracked_errors
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
 from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params, require_integer
@@ -37,7 +37,7 @@ CLIENT_KEY = CLIENT_KEYS + "/{key_id}"
 ERRORS = PROJECT + "/error_tracking/errors"
 ERROR = ERRORS + "/{error_id}"
 # Where a DSN leads: a Sentry SDK appends api/<project id>/envelope/ to the DSN's path.
-INGEST = "/errortracking/api/v1/projects/api/{project_id}"
+INGEST = function_url.INGEST_ROUTE
 # Any content type, or none, as Sentry takes: @sentry/node sends none, browsers text/plain, curl's
 # --data-binary a form type. The body is read by its bytes whatever it says it is.
 SENTRY_CONTENT_TYPES = ["*/*"]
@@ -271,8 +271,6 @@ def ingest_store(project_id: str) -> Response:
 def ingest_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda handler behind the DSN host's Function URL on AWS (chalicelib/ingest/function_url.py):
     the two routes above, without API Gateway's price per request."""
-    from chalicelib.ingest import function_url
-
     return function_url.handle(app, event, context, SENTRY_CORS.get_access_control_headers())
 
 

@@ -15,16 +15,18 @@ cannot be reached through it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from chalicelib import errors
+
 INGEST_ROUTE = "/errortracking/api/v1/projects/api/{project_id}"
 # A Sentry SDK posts to <DSN path>/api/<project id>/envelope/ (or /store/), with the trailing slash;
 # API Gateway matches its resources with or without one, and so does this.
 _INGEST_PATH = re.compile(r"\A/errortracking/api/v1/projects/api/(?P<project_id>[^/]+)/(?P<kind>envelope|store)/?\Z")
-_NOT_FOUND = '{"error":"404 Not Found"}'
 
 
 def _answer(status: int, body: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -85,7 +87,8 @@ def handle(
     method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
     found = _INGEST_PATH.match(str(event.get("rawPath", "")))
     if found is None or method not in ("POST", "OPTIONS"):
-        return _answer(404, _NOT_FOUND, {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"})
+        missing = errors.route_not_found()  # the body and headers the REST API's gateway answers with
+        return _answer(missing.status, json.dumps(missing.body), {**errors.JSON_HEADERS, **missing.headers})
     if method == "OPTIONS":
         return _answer(200, "", {**preflight_headers, "Access-Control-Allow-Methods": "POST,OPTIONS"})
     resource = f"{INGEST_ROUTE}/{found['kind']}"
