@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from chalicelib.config import get_config
 
@@ -56,31 +55,15 @@ def project_slug(api_url: str | None) -> str | None:
     return parsed.project_slug if parsed else None
 
 
-def _refused(address: str) -> bool:
-    import ipaddress
-
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
-
-
 def check_api_host(api_host: str) -> str:
-    """An http(s) URL whose host does not lead into our own network. Returns it without a trailing /."""
-    import socket
+    """An http(s) URL whose host does not lead into our own network (chalicelib/urlsafety.py).
+    Returns it without a trailing /."""
+    from chalicelib import urlsafety
 
-    parts = urlsplit(api_host.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConnectionProblem("api_host must be an http or https URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConnectionProblem("api_host must not carry credentials, a query or a fragment")
     try:
-        port = parts.port
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port or 443)}
-    except (ValueError, OSError) as exc:
-        raise ConnectionProblem("api_host cannot be resolved or is invalid") from exc
-    if not get_config().allow_local_sentry_hosts and any(_refused(str(a)) for a in addresses):
-        raise ConnectionProblem("api_host resolves to a local or private address, which is not allowed")
+        urlsafety.check(api_host.strip(), name="api_host", allow_local=get_config().allow_local_sentry_hosts)
+    except urlsafety.Refused as exc:
+        raise ConnectionProblem(str(exc)) from exc
     return api_host.strip().rstrip("/")
 
 
