@@ -7,15 +7,18 @@ what the route preloads. Views then validate parameters, call a service and pres
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from chalice.app import Chalice, CORSConfig, Request, Response
+from chalice.app import Chalice, CORSConfig, DynamoDBEvent, Request, Response
 
 from chalicelib import authorizer, budget, client_keys, entities, errors, settings, telemetry
 from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
+from chalicelib.hooks import service as hooks
+from chalicelib.hooks import stream
 from chalicelib.ingest import function_url, ingestion, tracked_errors
-from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, TrackedError
+from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, ProjectHook, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
 from chalicelib.params import CONTENT_TYPES, Params, raw_body, request_params, require_integer
 from chalicelib.urls import dsn_base_url, public_base_url, request_url
@@ -34,6 +37,8 @@ PROJECT = "/api/v4/projects/{id}"
 SETTINGS = PROJECT + "/error_tracking/settings"
 CLIENT_KEYS = PROJECT + "/error_tracking/client_keys"
 CLIENT_KEY = CLIENT_KEYS + "/{key_id}"
+HOOKS = PROJECT + "/hooks"
+HOOK = HOOKS + "/{hook_id}"
 ERRORS = PROJECT + "/error_tracking/errors"
 ERROR = ERRORS + "/{error_id}"
 # Where a DSN leads: a Sentry SDK appends api/<project id>/envelope/ to the DSN's path.
@@ -242,6 +247,69 @@ def update_error(id: str, error_id: str) -> Response:
     return _json(entities.tracked_error(error, current_project(), public_base_url(_request())))
 
 
+def _hook_response(hook: ProjectHook, status: int = 200) -> Response:
+    return _json(entities.project_hook(hook, dt.datetime.now(dt.UTC)), status=status)
+
+
+def _current_hook(hook_id: str) -> ProjectHook:
+    require_integer("hook_id", hook_id)
+    hook = current().hook
+    if hook is None:
+        raise errors.record_not_found()
+    return hook
+
+
+@app.route(HOOKS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER)
+def list_hooks(id: str) -> Response:
+    request = _request()
+    now = dt.datetime.now(dt.UTC)
+    page, headers = paginate(
+        hooks.list_hooks(int(current_project().project_id)), request_params(request), request_url(request)
+    )
+    return _json([entities.project_hook(hook, now) for hook in page], headers=headers)
+
+
+@app.route(HOOKS, methods=["POST"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER)
+def create_hook(id: str) -> Response:
+    change = hooks.parse_change(request_params(_request()), creating=True)
+    return _hook_response(hooks.create(current_project(), change), status=201)
+
+
+@app.route(HOOK, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER, preload=(Preload.HOOK,))
+def get_hook(id: str, hook_id: str) -> Response:
+    return _hook_response(_current_hook(hook_id))
+
+
+@app.route(HOOK, methods=["PUT"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER, preload=(Preload.HOOK,))
+def update_hook(id: str, hook_id: str) -> Response:
+    hook = _current_hook(hook_id)
+    change = hooks.parse_change(request_params(_request()), creating=False)
+    return _hook_response(hooks.update(hook, change))
+
+
+@app.route(HOOK, methods=["DELETE"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER, preload=(Preload.HOOK,))
+def delete_hook(id: str, hook_id: str) -> Response:
+    hooks.delete(_current_hook(hook_id))
+    return Response(body="", status_code=204)
+
+
+@app.route(HOOK + "/test/{trigger}", methods=["POST"], content_types=CONTENT_TYPES, cors=API_CORS)
+@requires(MAINTAINER, preload=(Preload.HOOK,))
+def test_hook(id: str, hook_id: str, trigger: str) -> Response:
+    hook = _current_hook(hook_id)
+    if trigger != "error_tracking_events":  # GitLab's other triggers have nothing to test here
+        raise errors.bad_request("trigger does not have a valid value")
+    outcome = stream.send_test(current_project(), hook, public_base_url(_request()))
+    if not outcome.ok:
+        raise errors.validation_failed(f"Hook execution failed: {outcome.reason}")
+    return _json({"message": "201 Created"}, status=201)
+
+
 def _ingest(project_id: str, *, legacy_store: bool) -> Response:
     request = _request()
     query: dict[str, str] = dict(request.query_params or {})
@@ -272,6 +340,15 @@ def ingest_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda handler behind the DSN host's Function URL on AWS (chalicelib/ingest/function_url.py):
     the two routes above, without API Gateway's price per request."""
     return function_url.handle(app, event, context, SENTRY_CORS.get_access_control_headers())
+
+
+@app.on_dynamodb_record(stream_arn=stream.STREAM_ARN, batch_size=100, name="hooks")
+def deliver_hooks(event: DynamoDBEvent) -> None:
+    """Tell the projects' hooks what happened to their errors: the table's stream, filtered to error
+    items (chalicelib/hooks/stream.py); `make run` pumps the embedded store's stream into it."""
+    clock = getattr(event.context, "get_remaining_time_in_millis", None)  # Lambda's; none locally
+    remaining = clock() / 1000 if callable(clock) else None
+    stream.handle(event.to_dict()["Records"], remaining_seconds=remaining)
 
 
 # This very API, described (chalicelib/openapi.json): read on the first request, so imports stay cheap.

@@ -36,6 +36,7 @@ from chalicelib.models import (
     Key,
     Membership,
     Project,
+    ProjectHook,
     ProjectPathClaim,
     TrackedError,
     User,
@@ -56,6 +57,7 @@ class Preload(enum.Enum):
     SETTING = "setting"
     CLIENT_KEY = "client_key"
     ERROR = "error"
+    HOOK = "hook"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Access:
     setting: ErrorTrackingSetting | None = None
     client_key: ClientKey | None = None
     error: TrackedError | None = None
+    hook: ProjectHook | None = None
 
 
 _current: contextvars.ContextVar[Access | None] = contextvars.ContextVar("access", default=None)
@@ -256,6 +259,9 @@ def authorize(request: Request, requirement: Requirement) -> Access:
         error_id = parse_error_id(params.get("error_id"))
         if Preload.ERROR in requirement.preload and error_id is not None:
             second.append(TrackedError.key(project_ref, error_id))
+        hook_id = parse_id(params.get("hook_id"), 12)
+        if Preload.HOOK in requirement.preload and hook_id is not None:
+            second.append(ProjectHook.key(project_ref, hook_id))
     loaded = models.fetch(second)
     user = _check_user(loaded.get(user_key))
     telemetry.set_user(int(user.user_id))
@@ -279,6 +285,8 @@ def authorize(request: Request, requirement: Requirement) -> Access:
             access.client_key = item
         elif isinstance(item, TrackedError):
             access.error = item
+        elif isinstance(item, ProjectHook):
+            access.hook = item
     return access
 
 

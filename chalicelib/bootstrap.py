@@ -11,11 +11,19 @@ from chalicelib import config, crypto, models
 
 
 def ensure_table() -> bool:
-    """Create the table (with its index) unless it exists; True when it was created."""
-    if models.Entity.exists():
-        return False
-    models.Entity.create_table(wait=True)
-    return True
+    """Create the table (with its indexes and stream) unless it exists; True when it was created.
+    A table made before the webhooks (a kept `make run` data folder) gets its stream now."""
+    if not models.Entity.exists():
+        models.Entity.create_table(wait=True)
+        return True
+    client = models.connection().client
+    described = client.describe_table(TableName=models.Entity.Meta.table_name)["Table"]
+    if not described.get("StreamSpecification", {}).get("StreamEnabled"):
+        client.update_table(
+            TableName=models.Entity.Meta.table_name,
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": models.Entity.Meta.stream_view_type},
+        )
+    return False
 
 
 def ensure_kms_key() -> str:

@@ -54,6 +54,8 @@ class Config:
     integrated_enabled: bool
     allow_local_sentry_hosts: bool
     retention_days: int
+    allow_local_hooks: bool  # webhooks to loopback and private addresses (make run sets it)
+    hook_timeout: int  # seconds a webhook receiver has to answer
 
 
 # GitLab keeps integrated error tracking's events 90 days; DynamoDB's TTL deletes ours after as long.
@@ -71,13 +73,18 @@ def _env_bool(name: str, default: bool) -> bool:
     return parsed
 
 
-def _env_days(name: str, default: int) -> int:
+def _env_whole(name: str, default: int, maximum: int, unit: str) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_RETENTION_DAYS:
-        raise RuntimeError(f"{name}={raw!r} is not a whole number of days from 1 to {MAX_RETENTION_DAYS}")
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise RuntimeError(f"{name}={raw!r} is not a whole number of {unit} from 1 to {maximum}")
     return int(raw)
+
+
+# GitLab gives a webhook receiver 10 seconds (webhook_timeout's default).
+DEFAULT_HOOK_TIMEOUT = 10
+MAX_HOOK_TIMEOUT = 30
 
 
 @functools.cache
@@ -88,5 +95,7 @@ def get_config() -> Config:
         ingest_url=(os.environ.get("ERRORTRACKING_INGEST_URL") or "").rstrip("/") or None,
         integrated_enabled=_env_bool("ERRORTRACKING_INTEGRATED", True),
         allow_local_sentry_hosts=_env_bool("ERRORTRACKING_ALLOW_LOCAL_SENTRY_HOSTS", False),
-        retention_days=_env_days("ERRORTRACKING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+        retention_days=_env_whole("ERRORTRACKING_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, "days"),
+        allow_local_hooks=_env_bool("ERRORTRACKING_ALLOW_LOCAL_HOOKS", False),
+        hook_timeout=_env_whole("ERRORTRACKING_HOOK_TIMEOUT", DEFAULT_HOOK_TIMEOUT, MAX_HOOK_TIMEOUT, "seconds"),
     )

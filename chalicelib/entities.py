@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from chalicelib import config, sentry
+from chalicelib.hooks import disabling
 from chalicelib.ingest import exceptions, normalization
 from chalicelib.ingest import payload as parts
 from chalicelib.ingest.events import frames_of, load_stored
@@ -17,6 +18,7 @@ from chalicelib.models import (
     ErrorTrackingSetting,
     Membership,
     Project,
+    ProjectHook,
     StoredEvent,
     TrackedError,
     User,
@@ -340,3 +342,24 @@ def admin_token(item: AccessToken, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         body["token"] = secret
     return body
+
+
+def project_hook(item: ProjectHook, now: dt.datetime) -> dict[str, Any]:
+    """GitLab's ProjectHook entity, the fields that mean something here, in its order; then the error
+    tracking events' own. The token and the custom headers' values are never shown."""
+    return {
+        "id": int(item.hook_id),
+        "url": item.url,
+        "name": item.name,
+        "description": item.description,
+        "project_id": int(item.project_id),
+        "created_at": _time(item.created_at),
+        "enable_ssl_verification": bool(item.enable_ssl_verification),
+        "alert_status": disabling.alert_status(item, now),
+        "disabled_until": _time(item.disabled_until) if item.disabled_until else None,
+        "custom_headers": [{"key": name} for name in item.header_names],
+        "error_tracking_events": bool(item.error_tracking_events),
+        "payload_format": item.payload_format or "gitlab",
+        "frequency_threshold": None if item.frequency_threshold is None else int(item.frequency_threshold),
+        "frequency_window": int(item.frequency_window or 60),
+    }

@@ -80,9 +80,13 @@ def route_not_found() -> ApiError:
     return ApiError(404, {"error": "404 Not Found"}, {"Access-Control-Allow-Origin": "*"})
 
 
-def client_key_not_found() -> ApiError:
-    # GitLab's client key endpoint writes it with a lower-case "f".
+def record_not_found() -> ApiError:
+    """GitLab's answer for a record its finder did not find (ActiveRecord::RecordNotFound): a
+    lower-case "f"; client keys and hooks answer it."""
     return message(404, "Not found")
+
+
+client_key_not_found = record_not_found
 
 
 def bad_request(text: str) -> ApiError:
@@ -93,6 +97,11 @@ def bad_request(text: str) -> ApiError:
 def unprocessable(text: str) -> ApiError:
     """A save that cannot be done (we answer 400 where GitLab answers 200 with status error)."""
     return ApiError(400, {"message": text})
+
+
+def validation_failed(text: str) -> ApiError:
+    """GitLab's 422 for a save its model refused (``error!(..., 422)``): ``{"message": text}``."""
+    return ApiError(422, {"message": text})
 
 
 def payload_too_large() -> ApiError:

@@ -21,9 +21,15 @@ Single-table design, so that one BatchGetItem can fetch everything a request nee
 | ErrorUserClaim      | ``erroruser#<p>#<id>#<user>``| ``erroruser``      |
 | StoredEvent         | ``events#<project>#<id>`` | ``<time>#<event id>`` |
 | EventIdClaim        | ``eventid#<p>#<event id>``| ``eventid``           |
+| ProjectHook         | ``project#<id>``          | ``hook#<id:012>``     |
+| HookDelivery        | ``hookdelivery#<hook>#<what>``| ``delivery``      |
+| HookWindow          | ``hookwindow#<hook>#<error>``| ``window``         |
 
 The ``collection`` index (gsi1pk, gsi1sk) lists users, projects and tokens for the admin command;
 no request path reads it.
+
+The table's stream (new and old images) feeds the webhooks (chalicelib/hooks): only changes of
+error items reach it (the event source mapping's filter, ``hooks.stream.STREAM_FILTER``).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class Entity(Model):
         table_name = config.table_name()
         region = config.region()
         billing_mode = "PAY_PER_REQUEST"
+        stream_view_type = "NEW_AND_OLD_IMAGES"  # for the webhooks: what an error was and is now
         # Bounded so that a request answers 503 before Lambda's timeout (chalicelib/budget.py).
         connect_timeout_seconds = budget.CONNECT_TIMEOUT
         read_timeout_seconds = budget.READ_TIMEOUT
@@ -386,6 +393,71 @@ class EventIdClaim(Entity, discriminator="eventid"):
         return f"eventid#{project_id}#{event_id}", "eventid"
 
 
+HOOK_PREFIX = "hook#"
+
+
+class ProjectHook(Entity, discriminator="hook"):
+    """A project's webhook (GitLab's ProjectHook), told about its errors (chalicelib/hooks)."""
+
+    hook_id = NumberAttribute()
+    project_id = NumberAttribute()
+    url = UnicodeAttribute()
+    name = UnicodeAttribute(null=True)
+    description = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    enable_ssl_verification = BooleanAttribute(default=True)
+    # KMS ciphertexts, bound to the project like the Sentry token: the secret token, and the custom
+    # headers' values (JSON). Only the headers' names are kept in the clear, to show them.
+    encrypted_token = BinaryAttribute(null=True, legacy_encoding=False)
+    encrypted_headers = BinaryAttribute(null=True, legacy_encoding=False)
+    custom_header_names = UnicodeAttribute(null=True)  # JSON list, in the order given
+    error_tracking_events = BooleanAttribute(default=True)
+    payload_format = UnicodeAttribute(default="gitlab")
+    frequency_threshold = NumberAttribute(null=True)  # None: no frequency alerts
+    frequency_window = NumberAttribute(default=60)  # minutes
+    # GitLab's auto-disabling (WebHooks::AutoDisabling): consecutive failures, and the end of the
+    # current back-off once there were more than a few.
+    recent_failures = NumberAttribute(default=0)
+    disabled_until = UTCDateTimeAttribute(null=True)
+
+    @staticmethod
+    def key(project_id: int, hook_id: int) -> Key:
+        return f"project#{project_id}", f"{HOOK_PREFIX}{hook_id:012d}"
+
+    @property
+    def header_names(self) -> list[str]:
+        import json
+
+        return [str(name) for name in json.loads(self.custom_header_names)] if self.custom_header_names else []
+
+
+class HookDelivery(Entity, discriminator="hookdelivery"):
+    """One notification of one hook, claimed before it is sent: a stream batch handled twice sends it
+    once, and a send interrupted by a crash is sent again with the same Idempotency-Key."""
+
+    uuid = UnicodeAttribute()
+    state = UnicodeAttribute(default="claimed")  # claimed, sent, failed, dropped
+    expires = TTLAttribute(null=True)
+
+    @staticmethod
+    def key(hook_id: int, what: str) -> Key:
+        return f"hookdelivery#{hook_id}#{what}", "delivery"
+
+
+class HookWindow(Entity, discriminator="hookwindow"):
+    """The frequency window a hook counts an error's events in: when it started, the error's count
+    just before it, and whether this window was notified already."""
+
+    started = UnicodeAttribute()
+    base = NumberAttribute()
+    notified = BooleanAttribute(default=False)
+    expires = TTLAttribute(null=True)
+
+    @staticmethod
+    def key(hook_id: int, project_id: int, error_id: int) -> Key:
+        return f"hookwindow#{hook_id}#{project_id}#{error_id}", "window"
+
+
 class RateWindow(Entity, discriminator="ratewindow"):
     """Events a client key sent in one rate-limit window; DynamoDB expires it afterwards."""
 
@@ -422,7 +494,8 @@ def key_fits(key: Key) -> bool:
 
 
 def fetch(keys: list[Key]) -> dict[Key, Entity]:
-    """Read several items of any kind in one strongly consistent BatchGetItem (GetItem for one).
+    """Read several items of any kind in one strongly consistent BatchGetItem (GetItem for one;
+    one BatchGetItem per 100 keys, DynamoDB's limit).
 
     DynamoDB may leave some keys unprocessed (under load, or past 16 MB): they are asked for again
     after a jittered backoff, within the request's time (PynamoDB's own batch_get asks again at
@@ -434,9 +507,19 @@ def fetch(keys: list[Key]) -> dict[Key, Entity]:
         except Entity.DoesNotExist:
             return {}
         return {unique[0]: item}
+    found: dict[Key, Entity] = {}
+    for start in range(0, len(unique), BATCH_GET_MAX_KEYS):  # DynamoDB takes 100 keys a call
+        found.update(_batch_get(unique[start : start + BATCH_GET_MAX_KEYS]))
+    return found
+
+
+BATCH_GET_MAX_KEYS = 100
+
+
+def _batch_get(keys: list[Key]) -> dict[Key, Entity]:
     connection = Entity._get_connection()
     table = Entity.Meta.table_name
-    wanted = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in unique]
+    wanted = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys]
     found: dict[Key, Entity] = {}
     for _ in budget.attempts(BATCH_GET_ATTEMPTS):
         answer = connection.batch_get_item(wanted, consistent_read=True)

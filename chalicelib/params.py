@@ -150,7 +150,8 @@ class Params:
         if isinstance(value, float) and value.is_integer():  # JSON's 243.0 is the integer 243
             value = int(value)
         text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+        # Longer than any bound's digits is out of range (and int() refuses 4,300 digits and more).
+        if not (text.isascii() and text.isdigit()) or len(text) > 30 or not minimum <= int(text) <= maximum:
             self.problems.append(f"{name} is invalid")
             return None
         return int(text)

@@ -21,14 +21,21 @@ class Refused(ValueError):
 
 
 def special_address(address: str) -> bool:
-    """An address inside our own network or no one's: loopback, private, link-local, unspecified,
-    multicast or reserved (an IPv4-mapped IPv6 address is judged as its IPv4 address)."""
+    """Any address that is not a public unicast one: loopback, private, shared (100.64/10),
+    link-local, unspecified, multicast, reserved. An IPv6 address that carries an IPv4 one
+    (IPv4-mapped, 6to4, Teredo, NAT64) is judged by that IPv4 address too, whatever the Python
+    version thinks of the prefix."""
     import ipaddress
 
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates += [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+        if ip.teredo is not None:
+            candidates += list(ip.teredo)
+        if ip in ipaddress.ip_network("64:ff9b::/96"):
+            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return any(not a.is_global or a.is_multicast for a in candidates)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,10 @@ def check(url: str, *, name: str, allow_local: bool, allow_query: bool = False) 
     """``url`` parsed and resolved, or :class:`Refused` naming ``name`` and the reason."""
     import socket
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a bracketed host that is not an IPv6 address, say
+        raise Refused(f"{name} must be an http or https URL") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         raise Refused(f"{name} must be an http or https URL")
     if parts.username or parts.password or parts.fragment or (parts.query and not allow_query):

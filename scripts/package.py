@@ -12,6 +12,8 @@ API bills $3.50 a million), serving only the ingestion routes (chalicelib/ingest
 The API's DSNs lead there (ERRORTRACKING_INGEST_URL); the API Gateway routes keep working for DSNs
 handed out before.
 
+Then the webhooks' function is wired to the table's stream (add_hooks_wiring).
+
 Then the bundle gets bytecode. Lambda's `/var/task` is read-only, so without `.pyc` every cold
 start compiles every module it imports. Bytecode is specific to a Python version, so it is
 compiled by the runtime's own interpreter when one is found (`LAMBDA_PYTHON`, `python3.13` on
@@ -124,12 +126,93 @@ def add_ingest_function(template_path: Path) -> None:
     template_path.write_text(json.dumps(template, indent=2) + "\n")
 
 
+# The stream's event source: a failing batch is halved until the failing record is alone, tried
+# at most three times, given up after an hour; what is given up lands in HooksFailedQueue.
+STREAM_RETRIES = 3
+STREAM_MAX_RECORD_AGE = 3600
+FAILED_BATCH_RETENTION = 14 * 24 * 3600  # SQS's longest
+ITERATOR_AGE_ALARM_MS = 5 * 60 * 1000
+
+
+def add_hooks_wiring(template_path: Path) -> None:
+    """The webhooks' function (``@app.on_dynamodb_record`` in app.py) on the table's own stream:
+    Chalice knows the stream only as a placeholder ARN; the event source gets the real one, the
+    filter to error items, bounded retries and a failure queue; the function gets the API's
+    settings; alarms watch its errors, its lag behind the stream and the failure queue."""
+    from chalicelib.hooks.stream import STREAM_FILTER
+
+    template = json.loads(template_path.read_text())
+    resources = template["Resources"]
+    hooks = resources["Hooks"]
+    source = hooks["Properties"]["Events"]["HooksDynamodbEventSource"]["Properties"]
+    source.update(
+        {
+            "Stream": {"Fn::GetAtt": ["Table", "StreamArn"]},
+            "StartingPosition": "LATEST",
+            "MaximumBatchingWindowInSeconds": 1,  # notified within seconds, in fewer invocations
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": STREAM_RETRIES,
+            "MaximumRecordAgeInSeconds": STREAM_MAX_RECORD_AGE,
+            "DestinationConfig": {
+                "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["HooksFailedQueue", "Arn"]}}
+            },
+            "FilterCriteria": {"Filters": [{"Pattern": json.dumps(STREAM_FILTER, separators=(",", ":"))}]},
+        }
+    )
+    resources["HooksFailedQueue"] = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {"MessageRetentionPeriod": FAILED_BATCH_RETENTION, "SqsManagedSseEnabled": True},
+    }
+    env = copy.deepcopy(resources["APIHandler"]["Properties"]["Environment"])
+    # Links in notifications: the public URL, or else the API Gateway URL (a stream has no request).
+    template.setdefault("Conditions", {})["HasPublicUrl"] = {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicUrl"}, ""]}]}
+    env["Variables"]["ERRORTRACKING_PUBLIC_URL"] = {
+        "Fn::If": [
+            "HasPublicUrl",
+            {"Ref": "PublicUrl"},
+            {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"},
+        ]
+    }
+    env["Variables"].pop("ERRORTRACKING_INGEST_URL", None)
+    hooks["Properties"]["Environment"] = env
+    errors_alarm = copy.deepcopy(resources["LambdaErrorsAlarm"])
+    errors_alarm["Properties"]["AlarmDescription"] = (
+        "The webhooks Lambda failed (its batches are retried, then queued)."
+    )
+    errors_alarm["Properties"]["Dimensions"] = [{"Name": "FunctionName", "Value": {"Ref": "Hooks"}}]
+    resources["HooksErrorsAlarm"] = errors_alarm
+    lag = copy.deepcopy(errors_alarm)
+    lag["Properties"].update(
+        {
+            "AlarmDescription": "Webhooks lag more than 5 minutes behind the table's stream.",
+            "MetricName": "IteratorAge",
+            "Statistic": "Maximum",
+            "Threshold": ITERATOR_AGE_ALARM_MS,
+        }
+    )
+    resources["HooksIteratorAgeAlarm"] = lag
+    queued = copy.deepcopy(errors_alarm)
+    queued["Properties"].update(
+        {
+            "AlarmDescription": "Stream records the webhooks gave up on are waiting in HooksFailedQueue.",
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Statistic": "Maximum",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["HooksFailedQueue", "QueueName"]}}],
+        }
+    )
+    resources["HooksFailedQueueAlarm"] = queued
+    template.setdefault("Outputs", {})["HooksFailedQueueUrl"] = {"Value": {"Ref": "HooksFailedQueue"}}
+    template_path.write_text(json.dumps(template, indent=2) + "\n")
+
+
 def main() -> int:
     args = sys.argv[1:]
     status = chalice_package(args)
     if status or not args or args[-1].startswith("-"):
         return status
     add_ingest_function(Path(args[-1]) / "sam.json")
+    add_hooks_wiring(Path(args[-1]) / "sam.json")
     bundle = Path(args[-1]) / "deployment.zip"
     python = runtime_python()
     if python is None:

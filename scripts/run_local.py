@@ -4,7 +4,9 @@ Starts moto's server (DynamoDB and KMS) on 127.0.0.1:DB_PORT with its data in a 
 (scripts/durable_store.py: ``.data/`` unless ``--data-dir``), creates the table and the KMS key,
 and on a fresh store an admin user with a token and a demo project; then runs `chalice local` on
 HOST:PORT (127.0.0.1 unless ``--host``), through scripts/local_server.py (which reads chunked
-bodies, and refuses oversized ones while reading). Ctrl-C stops both; the data stays.
+bodies, and refuses oversized ones while reading), and hands the store's stream to the webhooks'
+handler as the deployed stack's event source does (scripts/stream_pump.py). Ctrl-C stops all of
+it; the data stays.
 """
 
 from __future__ import annotations
@@ -83,6 +85,27 @@ def embedded_store(port: int, durable: DurableStore | None = None) -> Any:
 
     moto_transactions.install()  # transactions that cost their items, not a copy of the table
     return StoreServer(port, durable.wrap if durable is not None else None)
+
+
+def _start_hooks(server: Any) -> Any:
+    """The webhooks' stream handler (app.deliver_hooks) fed from the embedded store's stream, in
+    this process; its log lines (what was sent, what failed) go to stderr."""
+    import logging
+
+    from chalicelib import models
+    from scripts.stream_pump import StreamPump, moto_trimmer
+
+    log = logging.getLogger("chalicelib.hooks")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("errortracking: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    from app import deliver_hooks
+
+    table = models.Entity.Meta.table_name
+    pump = StreamPump(table, deliver_hooks, trim=moto_trimmer(table, server.lock))
+    pump.start()
+    return pump
 
 
 def _port_free(port: int) -> bool:
@@ -252,6 +275,8 @@ def main() -> int:
     env["ERRORTRACKING_PUBLIC_URL"] = base  # DSNs name the host and port the API really listens on
     env["ERRORTRACKING_PARENT_PID"] = str(os.getpid())  # the API stops when this process is gone
     env["PYTHONUNBUFFERED"] = "1"  # its output goes through a pipe to _relay: line by line, not at exit
+    # Webhooks to receivers on this machine (a laptop's own test server) are what a laptop needs.
+    env.setdefault("ERRORTRACKING_ALLOW_LOCAL_HOOKS", "true")
     if args.strict:
         env["ERRORTRACKING_STRICT_STORE"] = "1"
 
@@ -261,6 +286,7 @@ def main() -> int:
     chalice: subprocess.Popen[bytes] | None = None
     relays: list[threading.Thread] = []
     server: Any = None
+    pump: Any = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -278,6 +304,7 @@ def main() -> int:
 
         bootstrap.init_store()
         token, project_id = _seed()
+        pump = _start_hooks(server)
         shown = token or "-"
         if args.store_only:
             say(f"{READY} {store} token={shown} project_id={project_id}")
@@ -317,6 +344,8 @@ def main() -> int:
                 chalice.kill()
         for relay in relays:  # the child's last lines, before this process exits
             relay.join(timeout=5)
+        if pump is not None:
+            pump.stop()
         if server is not None:
             server.stop()
         if durable is not None:

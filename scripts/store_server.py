@@ -121,7 +121,8 @@ class StoreServer:
         app: WSGIApp = DomainDispatcherApplication(create_backend_app)
         if wrap is not None:
             app = wrap(app)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(app, threading.Lock()))
+        self.lock = threading.Lock()  # held for each request moto serves, and to trim its stream
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(app, self.lock))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-store", daemon=True)
 

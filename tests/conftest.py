@@ -45,6 +45,9 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every AWS call made while the app serves a request, for the whole session: the IAM policy test
 # (tests/test_package.py, run last) checks that the shipped policy allows each one.
 REQUEST_AWS_CALLS: list[tuple[str, str, dict[str, Any]]] = []
+# And every AWS call the webhooks' stream handler made (tests/test_package.py checks its own policy).
+STREAM_AWS_CALLS: list[tuple[str, str, dict[str, Any]]] = []
+_in_stream_handler = [False]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -52,16 +55,31 @@ def record_request_aws_calls() -> Iterator[None]:
     from botocore.client import BaseClient
 
     from chalicelib import telemetry
+    from chalicelib.hooks import stream
 
     original = getattr(BaseClient, "_make_api_call")  # noqa: B009  (private, untyped)
+    handle = stream.handle
 
     def recording(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-        if telemetry.in_request() and not StrictStore.is_own(self):
-            REQUEST_AWS_CALLS.append((self.meta.service_model.service_name, operation_name, api_params))
+        call = (self.meta.service_model.service_name, operation_name, api_params)
+        if not StrictStore.is_own(self):
+            if telemetry.in_request():
+                REQUEST_AWS_CALLS.append(call)
+            elif _in_stream_handler[0]:  # its worker threads included: the flag is process-wide
+                STREAM_AWS_CALLS.append(call)
         return original(self, operation_name, api_params)
 
+    def handling(*args: Any, **kwargs: Any) -> Any:
+        _in_stream_handler[0] = True
+        try:
+            return handle(*args, **kwargs)
+        finally:
+            _in_stream_handler[0] = False
+
     setattr(BaseClient, "_make_api_call", recording)  # noqa: B010
+    stream.handle = handling
     yield
+    stream.handle = handle
     setattr(BaseClient, "_make_api_call", original)  # noqa: B010
 
 
@@ -88,11 +106,11 @@ def record_issued_secrets() -> Iterator[None]:
         SUITE_SECRETS[secret] = "client key"
         return secret
 
-    def encrypt_token(project_id: int, plaintext: str) -> bytes:
+    def encrypt_token(project_id: int, plaintext: str, purpose: str | None = None) -> bytes:
         # Fuzzed values such as "0" are not secrets anybody chose; a chosen one is long and varied.
         if re.fullmatch(r"[A-Za-z0-9_-]{10,}", plaintext) and len(set(plaintext)) >= 8:
-            SUITE_SECRETS[plaintext] = "sentry token"
-        return encrypt(project_id, plaintext)
+            SUITE_SECRETS[plaintext] = "hook secret" if purpose else "sentry token"
+        return encrypt(project_id, plaintext, purpose)
 
     patches = [
         (accounts, "new_token_secret", new_token, token),

@@ -23,6 +23,7 @@ import pytest
 
 from chalicelib import accounts, config, models
 from tests.conftest import PROJECT_DIR, Api, Reply, Scene, index_caught_up
+from tests.hooks.receiver import Receiver
 from tests.wire import (
     BLOCKED,
     CORS_EXPOSED_HEADERS,
@@ -51,6 +52,8 @@ KEY = "/api/v4/projects/{id}/error_tracking/client_keys/{key_id}"
 ERRORS = "/api/v4/projects/{id}/error_tracking/errors"
 ERROR = ERRORS + "/{error_id}"
 EVENTS = ERROR + "/events"
+HOOKS = "/api/v4/projects/{id}/hooks"
+HOOK = HOOKS + "/{hook_id}"
 USER = "/api/v4/user"
 VERSION = "/api/v4/version"
 INGEST = "/errortracking/api/v1/projects/api/{id}/{endpoint}"
@@ -97,8 +100,10 @@ class Route:
     def writes(self) -> bool:
         return self.method != "GET"
 
-    def path(self, ref: str | int, key_id: int, error_id: int = 0) -> str:
-        return self.template.format(id=ref, key_id=key_id, error_id=error_id)
+    def path(self, ref: str | int, key_id: int, error_id: int = 0, hook_id: int = 0) -> str:
+        return self.template.format(
+            id=ref, key_id=key_id, error_id=error_id, hook_id=hook_id, trigger="error_tracking_events"
+        )
 
 
 GET_SETTINGS = Route("get-settings", "GET", SETTINGS, None)
@@ -112,10 +117,19 @@ LIST_ERRORS = Route("list-errors", "GET", ERRORS, None, role="reporter")
 GET_ERROR = Route("get-error", "GET", ERROR, None, role="reporter")
 LIST_EVENTS = Route("list-error-events", "GET", EVENTS, None, role="reporter")
 UPDATE_ERROR = Route("update-error", "PUT", ERROR, {"status": "resolved"}, role="developer")
+# Hooks: the world's hook tells a receiver on loopback (RECEIVER), which answers 200.
+RECEIVER = Receiver()
+LIST_HOOKS = Route("list-hooks", "GET", HOOKS, None)
+CREATE_HOOK = Route("create-hook", "POST", HOOKS, {"url": "(the receiver's)"})
+GET_HOOK = Route("get-hook", "GET", HOOK, None)
+UPDATE_HOOK = Route("update-hook", "PUT", HOOK, {"name": "renamed"})
+DELETE_HOOK = Route("delete-hook", "DELETE", HOOK, None)
+TEST_HOOK = Route("test-hook", "POST", HOOK + "/test/{trigger}", None)
+HOOK_ROUTES = [LIST_HOOKS, CREATE_HOOK, GET_HOOK, UPDATE_HOOK, DELETE_HOOK, TEST_HOOK]
 # GitLab's six routes, whose answers the spec fixes to the byte.
 ROUTES = [GET_SETTINGS, PUT_SETTINGS, PATCH_SETTINGS, LIST_KEYS, CREATE_KEY, DELETE_KEY]
 # Every route that takes a token and names a project; a test checks this against app.py.
-PROJECT_ROUTES = [*ROUTES, PATCH_KEY, LIST_ERRORS, GET_ERROR, LIST_EVENTS, UPDATE_ERROR]
+PROJECT_ROUTES = [*ROUTES, PATCH_KEY, LIST_ERRORS, GET_ERROR, LIST_EVENTS, UPDATE_ERROR, *HOOK_ROUTES]
 WRITE_ROUTES = [route for route in PROJECT_ROUTES if route.writes]
 
 
@@ -133,10 +147,16 @@ class World:
     public_key: str
     error_id: int
     keeper: str  # an api token of the project's own maintainer, used to look without touching
+    hook_id: int = 0
 
     @property
     def untouched(self) -> Outcome:
-        return (SETTING_ON, [(self.key_id, True, None)], [(self.error_id, "unresolved", 1)])
+        return (
+            SETTING_ON,
+            [(self.key_id, True, None)],
+            [(self.error_id, "unresolved", 1)],
+            [(self.hook_id, None, "executable")],
+        )
 
 
 def ingest(api: Api, project_id: int | str, public_key: str, exc_type: str, *, endpoint: str = "envelope") -> Reply:
@@ -165,7 +185,22 @@ def make_world(api: Api, scene: Scene, *, visibility: str = "private", path: str
     errors = api.get(ERRORS.format(id=project_id), token=keeper)
     assert errors.status == 200 and len(errors.json) == 1, errors.body
     error_id = int(errors.json[0]["id"])
-    return World(project_id, path, key_id, public_key, error_id, keeper)
+    hook = api.post(HOOKS.format(id=project_id), token=keeper, json_body={"url": receiver_url()})
+    assert hook.status == 201, hook.body
+    return World(project_id, path, key_id, public_key, error_id, keeper, int(hook.json["id"]))
+
+
+def receiver_url() -> str:
+    if RECEIVER.server is None:
+        RECEIVER.start()
+    return RECEIVER.url
+
+
+@pytest.fixture(autouse=True)
+def local_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world's hook leads to a receiver on this machine, as `make run` allows."""
+    monkeypatch.setenv("ERRORTRACKING_ALLOW_LOCAL_HOOKS", "true")
+    config.get_config.cache_clear()
 
 
 @pytest.fixture
@@ -185,7 +220,21 @@ def state(api: Api, world: World) -> Outcome:
         listed = api.get(ERRORS.format(id=world.project_id) + f"?status={status}", token=world.keeper)
         assert listed.status == 200, listed.body
         errors += [(error["id"], error["status"], error["count"]) for error in listed.json]
-    return (setting.json, [(key["id"], key["active"], key["name"]) for key in keys.json], errors)
+    hooks = api.get(HOOKS.format(id=world.project_id), token=world.keeper)
+    assert hooks.status == 200, hooks.body
+    return (
+        setting.json,
+        [(key["id"], key["active"], key["name"]) for key in keys.json],
+        errors,
+        [(hook["id"], hook["name"], hook["alert_status"]) for hook in hooks.json],
+    )
+
+
+def fresh_hook(api: Api, world: World) -> int:
+    """Another hook for the project, for a DELETE that is expected to succeed."""
+    reply = api.post(HOOKS.format(id=world.project_id), token=world.keeper, json_body={"url": receiver_url()})
+    assert reply.status == 201, reply.body
+    return int(reply.json["id"])
 
 
 def fresh_key(api: Api, world: World) -> int:
@@ -223,14 +272,17 @@ def send(
     transport: str = "private-token-header",
     key_id: int | None = None,
     error_id: int | None = None,
+    hook_id: int | None = None,
 ) -> Reply:
     path = route.path(
         world.project_id if ref is None else ref,
         world.key_id if key_id is None else key_id,
         world.error_id if error_id is None else error_id,
+        world.hook_id if hook_id is None else hook_id,
     )
+    body = {"url": receiver_url()} if route is CREATE_HOOK else route.body
     return api.call(
-        route.method, with_token(path, token, transport), headers=auth_headers(token, transport), json_body=route.body
+        route.method, with_token(path, token, transport), headers=auth_headers(token, transport), json_body=body
     )
 
 
@@ -238,7 +290,8 @@ def hygiene(reply: Reply, *secrets: str | None) -> list[str]:
     """What is wrong with the answer's form: not JSON, a trace, or one of ``secrets`` in it."""
     problems = []
     content_type = reply.headers.get("content-type", "").split(";")[0].strip()
-    if content_type != "application/json":
+    no_content = reply.status == 204 and not reply.body  # GitLab's DELETE of a hook: nothing to type
+    if content_type != "application/json" and not no_content:
         problems.append(f"content-type {content_type!r}")
     text = reply.body.decode("utf-8", "replace")
     if "Traceback" in text:
@@ -282,6 +335,12 @@ def summary(route: Route, reply: Reply) -> Any:
         return {"error": body.get("id"), "status": body.get("status")}
     if route is LIST_EVENTS and isinstance(body, list):
         return {"events": len(body)}
+    if route is LIST_HOOKS and isinstance(body, list):
+        return {"hooks": [hook.get("id") for hook in body]}
+    if route is CREATE_HOOK and isinstance(body, dict):
+        return "created" if isinstance(body.get("id"), int) and body.get("url") == receiver_url() else body
+    if route in (GET_HOOK, UPDATE_HOOK) and isinstance(body, dict):
+        return {"hook": body.get("id"), "name": body.get("name")}
     return body
 
 
@@ -304,13 +363,20 @@ def success(route: Route, world: World, key_id: int) -> Outcome:
         GET_ERROR.name: (200, {"error": world.error_id, "status": "unresolved"}),
         LIST_EVENTS.name: (200, {"events": 1}),
         UPDATE_ERROR.name: (200, {"error": world.error_id, "status": "resolved"}),
+        LIST_HOOKS.name: (200, {"hooks": [world.hook_id]}),
+        CREATE_HOOK.name: (201, "created"),
+        GET_HOOK.name: (200, {"hook": world.hook_id, "name": None}),
+        UPDATE_HOOK.name: (200, {"hook": world.hook_id, "name": "renamed"}),
+        DELETE_HOOK.name: (204, b""),
+        TEST_HOOK.name: (201, {"message": "201 Created"}),
     }[route.name]
 
 
 def try_allowed(api: Api, route: Route, world: World, token: str, **kw: Any) -> tuple[Outcome, Outcome]:
     """(actual, expected) for a caller who may: DELETE targets a key made for it."""
     key_id = fresh_key(api, world) if route is DELETE_KEY else world.key_id
-    reply = send(api, route, world, token, key_id=key_id, **kw)
+    hook_id = fresh_hook(api, world) if route is DELETE_HOOK else world.hook_id
+    reply = send(api, route, world, token, key_id=key_id, hook_id=hook_id, **kw)
     return observe(route, reply, token), success(route, world, key_id)
 
 

@@ -160,7 +160,12 @@ def _stop(process: subprocess.Popen[str]) -> str | None:
 
 
 def _launch(
-    port: int, db_port: int, *, strict: bool = True, data_dir: Path | None = None
+    port: int,
+    db_port: int,
+    *,
+    strict: bool = True,
+    data_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
     """scripts/run_local.py as `make run` starts it (``make run STRICT=1`` unless told), with its
     data in ``data_dir`` (a new folder of its own unless told), once it is ready: the process, its
@@ -168,6 +173,7 @@ def _launch(
     env = _base_env()
     env["PYTHONUNBUFFERED"] = "1"
     env["ERRORTRACKING_STRICT_INDEX_LAG"] = str(INDEX_LAG)
+    env.update(extra_env or {})
     folder = data_dir
     if folder is None:
         folder = Path(tempfile.mkdtemp(prefix="errortracking-data-"))
@@ -214,7 +220,8 @@ def _launch(
 @pytest.fixture(scope="module")
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     port, db_port = _free_ports(2)
-    process, output, reader = _launch(port, db_port)
+    # A module may start its server with settings of its own (SERVER_ENV), as a user would set them.
+    process, output, reader = _launch(port, db_port, extra_env=getattr(request.module, "SERVER_ENV", None))
     match = next(m for m in map(READY.search, output) if m)
     running = Server(
         url=match["url"],

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chalicelib import config, models
-from tests.conftest import REQUEST_AWS_CALLS
+from tests.conftest import REQUEST_AWS_CALLS, STREAM_AWS_CALLS
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("dev", "prod")
@@ -81,6 +81,9 @@ def test_table_is_exactly_what_the_models_declare(templates: dict[str, dict[str,
     assert len(ttl) == 1
     assert props["TimeToLiveSpecification"] == {"AttributeName": ttl[0], "Enabled": True}
     assert props["BillingMode"] == "PAY_PER_REQUEST"
+    # The webhooks read what an error was and is now (chalicelib/hooks/stream.py).
+    assert props["StreamSpecification"] == {"StreamViewType": models.Entity.Meta.stream_view_type}
+    assert models.Entity.Meta.stream_view_type == "NEW_AND_OLD_IMAGES"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
 
@@ -137,6 +140,45 @@ def test_the_dsn_host_is_a_public_function_url_of_the_same_bundle(
     ]
     assert [{"Name": "FunctionName", "Value": {"Ref": "IngestHandler"}}] in watched
     assert templates[stage]["Outputs"]["IngestUrl"] == {"Value": {"Fn::GetAtt": ["IngestHandlerUrl", "FunctionUrl"]}}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_webhooks_run_off_the_tables_stream_with_bounded_retries(
+    templates: dict[str, dict[str, Any]], stage: str
+) -> None:
+    from chalicelib.hooks.stream import STREAM_FILTER, passes_filter
+
+    template = templates[stage]
+    hooks = template["Resources"]["Hooks"]["Properties"]
+    assert hooks["Handler"] == "app.deliver_hooks"
+    assert (hooks["Runtime"], hooks["Architectures"], hooks["Timeout"]) == ("python3.13", ["arm64"], 120)
+    (source,) = hooks["Events"].values()
+    props = source["Properties"]
+    assert source["Type"] == "DynamoDB" and props["Stream"] == {"Fn::GetAtt": ["Table", "StreamArn"]}
+    assert props["StartingPosition"] == "LATEST" and props["BatchSize"] == 100
+    assert props["BisectBatchOnFunctionError"] is True
+    assert props["MaximumRetryAttempts"] == 3 and props["MaximumRecordAgeInSeconds"] == 3600
+    assert props["DestinationConfig"] == {
+        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["HooksFailedQueue", "Arn"]}}
+    }
+    # Only error items start the function; the pattern is the one the local pump applies.
+    (pattern,) = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
+    assert pattern == STREAM_FILTER
+    error_record = {"dynamodb": {"Keys": {"pk": {"S": "error#1#2"}, "sk": {"S": "error"}}}}
+    shard_record = {"dynamodb": {"Keys": {"pk": {"S": "errorshard#1#2#3"}, "sk": {"S": "shard"}}}}
+    assert passes_filter(error_record) and not passes_filter(shard_record)
+    assert template["Resources"]["HooksFailedQueue"]["Type"] == "AWS::SQS::Queue"
+    variables = hooks["Environment"]["Variables"]
+    assert variables["ERRORTRACKING_TABLE"] == {"Ref": "Table"}
+    assert variables["ERRORTRACKING_PUBLIC_URL"]["Fn::If"][0] == "HasPublicUrl"
+    # Its own role, with its own policy: the API's role reads no stream and queues nothing.
+    assert hooks["Role"] == {"Fn::GetAtt": ["HooksRole", "Arn"]}
+    (policy,) = template["Resources"]["HooksRole"]["Properties"]["Policies"]
+    assert policy["PolicyDocument"] == _policy(f"hooks-{stage}")
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    watched = {(a["Properties"]["MetricName"], json.dumps(a["Properties"]["Dimensions"])) for a in alarms}
+    assert ("IteratorAge", json.dumps([{"Name": "FunctionName", "Value": {"Ref": "Hooks"}}])) in watched
+    assert any(metric == "ApproximateNumberOfMessagesVisible" and "HooksFailedQueue" in d for metric, d in watched)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -310,6 +352,8 @@ def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
                 names.append(target["Fn::GetAtt"][0])
             elif isinstance(target, dict) and "Fn::Sub" in target:
                 names.append(target["Fn::Sub"].replace("${Table.Arn}", "Table"))
+            elif isinstance(target, str) and (target.startswith("arn:*:logs") or target == "*"):
+                names.append(target)
         if (
             statement["Effect"] == "Allow"
             and action in actions
@@ -319,17 +363,32 @@ def _allows(policy: dict[str, Any], action: str, resource: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_policy_is_least_privilege(stage: str) -> None:
-    for statement in _policy(stage)["Statement"]:
+POLICIES = [*STAGES, *(f"hooks-{stage}" for stage in STAGES)]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_is_least_privilege(policy: str) -> None:
+    hooks = policy.startswith("hooks-")
+    for statement in _policy(policy)["Statement"]:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in action for action in actions), statement
-        if not all(a.startswith("logs:") for a in actions):
-            assert statement["Resource"] != "*" and "*" not in json.dumps(statement["Resource"]), statement
+        resource = json.dumps(statement["Resource"])
+        stream = resource == json.dumps({"Fn::Sub": "${Table.Arn}/stream/*"})  # the table's streams only
+        # dynamodb:ListStreams names no resource (IAM's "Actions defined by Amazon DynamoDB").
+        unscoped = actions == ["dynamodb:ListStreams"]
+        if not all(a.startswith("logs:") for a in actions) and not stream and not unscoped:
+            assert statement["Resource"] != "*" and "*" not in resource, statement
         for action in actions:
-            assert action.split(":")[0] in ("dynamodb", "kms", "logs"), action
+            # Only the webhooks' function queues what it gives up on; nothing else reaches SQS.
+            assert action.split(":")[0] in ("dynamodb", "kms", "logs", *(["sqs"] if hooks else [])), action
             if action.startswith("kms:"):
                 assert action in ("kms:Encrypt", "kms:Decrypt"), action
+            if action == "kms:Decrypt":  # hook secrets only: no Lambda may read a Sentry token
+                assert statement["Condition"] == {
+                    "StringEquals": {"kms:EncryptionContext:errortracking:purpose": "hook"}
+                }, statement
+            if hooks:  # the stream's function never deletes and never encrypts
+                assert action not in ("dynamodb:DeleteItem", "kms:Encrypt"), action
 
 
 @pytest.mark.last
@@ -341,3 +400,25 @@ def test_policy_allows_every_call_the_suite_saw(stage: str) -> None:
     policy = _policy(stage)
     missing = sorted(item for item in needed if not _allows(policy, *item))
     assert not missing, f"policy-{stage}.json lacks {missing}"
+
+
+# What Lambda's event source mapping does with the webhooks function's role (AWS's "Using AWS Lambda
+# with Amazon DynamoDB": reading the stream, and sending what it gives up on to the failure queue).
+EVENT_SOURCE_NEEDS = {
+    ("dynamodb:DescribeStream", "Table/stream/x"),
+    ("dynamodb:GetRecords", "Table/stream/x"),
+    ("dynamodb:GetShardIterator", "Table/stream/x"),
+    ("dynamodb:ListStreams", "Table/stream/x"),
+    ("sqs:SendMessage", "HooksFailedQueue"),
+}
+
+
+@pytest.mark.last
+@pytest.mark.parametrize("stage", STAGES)
+def test_hooks_policy_allows_every_call_the_stream_handler_made(stage: str) -> None:
+    needed = _needed(STREAM_AWS_CALLS)
+    if not needed:
+        pytest.fail("the stream handler made no AWS call: run the whole suite, not this file alone")
+    policy = _policy(f"hooks-{stage}")
+    missing = sorted(item for item in needed | EVENT_SOURCE_NEEDS if not _allows(policy, *item))
+    assert not missing, f"policy-hooks-{stage}.json lacks {missing}"

@@ -504,11 +504,11 @@ def test_the_leak_finder_finds_secrets_in_every_form_and_only_them() -> None:
 @pytest.mark.last
 def test_nothing_the_whole_suite_logged_holds_a_secret() -> None:
     """Every line of captured output and every log record (INFO and up) of every test, and the local
-    server's log, against every token, client key and Sentry token the suite issued."""
+    server's log, against every token, client key, Sentry token and hook secret the suite issued."""
     if all(where.startswith("tests/test_secrets.py") for where, _ in SUITE_LOGS):
         pytest.fail("only this file's output was recorded: run the whole suite, not this file alone")
     kinds = set(SUITE_SECRETS.values())
-    assert kinds == {"access token", "client key", "sentry token"}, kinds
+    assert kinds == {"access token", "client key", "sentry token", "hook secret"}, kinds
     assert any('"status": 200' in text for _, text in SUITE_LOGS)  # request lines were recorded
     if SESSION["local server"]:
         assert any(where.startswith("local server") for where, _ in SUITE_LOGS)

@@ -53,7 +53,10 @@ def _tracking_errors(api: Api, scene: Scene) -> tuple[Any, str]:
 
 def _call(api: Api, route: Route, ref: str | int, token: str, *, key_id: Any = 1, error_id: Any = 1) -> Any:
     reply = api.call(
-        route.method, route.template.format(id=ref, key_id=key_id, error_id=error_id), token=token, json_body=route.body
+        route.method,
+        route.template.format(id=ref, key_id=key_id, error_id=error_id, hook_id=1, trigger="error_tracking_events"),
+        token=token,
+        json_body=route.body,
     )
     return reply.status, reply.json
 
