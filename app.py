@@ -15,8 +15,6 @@ from chalice.app import Chalice, CORSConfig, DynamoDBEvent, Request, Response
 from chalicelib import authorizer, budget, client_keys, entities, errors, settings, telemetry
 from chalicelib.authorizer import Preload, current, current_project, public, requires
 from chalicelib.config import get_config
-from chalicelib.hooks import service as hooks
-from chalicelib.hooks import stream
 from chalicelib.ingest import function_url, ingestion, tracked_errors
 from chalicelib.models import DEVELOPER, MAINTAINER, REPORTER, ErrorTrackingSetting, ProjectHook, TrackedError
 from chalicelib.pagination import cursor_headers, page_size, paginate
@@ -262,6 +260,8 @@ def _current_hook(hook_id: str) -> ProjectHook:
 @app.route(HOOKS, methods=["GET"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER)
 def list_hooks(id: str) -> Response:
+    from chalicelib.hooks import service as hooks
+
     request = _request()
     now = dt.datetime.now(dt.UTC)
     page, headers = paginate(
@@ -273,6 +273,8 @@ def list_hooks(id: str) -> Response:
 @app.route(HOOKS, methods=["POST"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER)
 def create_hook(id: str) -> Response:
+    from chalicelib.hooks import service as hooks
+
     change = hooks.parse_change(request_params(_request()), creating=True)
     return _hook_response(hooks.create(current_project(), change), status=201)
 
@@ -286,6 +288,8 @@ def get_hook(id: str, hook_id: str) -> Response:
 @app.route(HOOK, methods=["PUT"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.HOOK,))
 def update_hook(id: str, hook_id: str) -> Response:
+    from chalicelib.hooks import service as hooks
+
     hook = _current_hook(hook_id)
     change = hooks.parse_change(request_params(_request()), creating=False)
     return _hook_response(hooks.update(hook, change))
@@ -294,6 +298,8 @@ def update_hook(id: str, hook_id: str) -> Response:
 @app.route(HOOK, methods=["DELETE"], content_types=CONTENT_TYPES, cors=API_CORS)
 @requires(MAINTAINER, preload=(Preload.HOOK,))
 def delete_hook(id: str, hook_id: str) -> Response:
+    from chalicelib.hooks import service as hooks
+
     hooks.delete(_current_hook(hook_id))
     return Response(body="", status_code=204)
 
@@ -304,6 +310,8 @@ def test_hook(id: str, hook_id: str, trigger: str) -> Response:
     hook = _current_hook(hook_id)
     if trigger != "error_tracking_events":  # GitLab's other triggers have nothing to test here
         raise errors.bad_request("trigger does not have a valid value")
+    from chalicelib.hooks import stream
+
     outcome = stream.send_test(current_project(), hook, public_base_url(_request()))
     if not outcome.ok:
         raise errors.validation_failed(f"Hook execution failed: {outcome.reason}")
@@ -342,10 +350,19 @@ def ingest_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return function_url.handle(app, event, context, SENTRY_CORS.get_access_control_headers())
 
 
-@app.on_dynamodb_record(stream_arn=stream.STREAM_ARN, batch_size=100, name="hooks")
+# Chalice wants the stream's ARN at import; the stack's own takes its place at packaging
+# (scripts/package.py, the table's StreamArn).
+STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/errortracking/stream/set-by-make-package"
+
+
+@app.on_dynamodb_record(stream_arn=STREAM_ARN, batch_size=100, name="hooks")
 def deliver_hooks(event: DynamoDBEvent) -> None:
     """Tell the projects' hooks what happened to their errors: the table's stream, filtered to error
-    items (chalicelib/hooks/stream.py); `make run` pumps the embedded store's stream into it."""
+    items (chalicelib/hooks/stream.py); `make run` pumps the embedded store's stream into it. The
+    hooks' modules load here and in their routes only: the API's and ingestion's cold starts never
+    pay for them."""
+    from chalicelib.hooks import stream
+
     clock = getattr(event.context, "get_remaining_time_in_millis", None)  # Lambda's; none locally
     remaining = clock() / 1000 if callable(clock) else None
     stream.handle(event.to_dict()["Records"], remaining_seconds=remaining)

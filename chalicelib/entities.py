@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any
 
 from chalicelib import config, sentry
-from chalicelib.hooks import disabling
 from chalicelib.ingest import exceptions, normalization
 from chalicelib.ingest import payload as parts
 from chalicelib.ingest.events import frames_of, load_stored
@@ -347,6 +346,8 @@ def admin_token(item: AccessToken, secret: str | None = None) -> dict[str, Any]:
 def project_hook(item: ProjectHook, now: dt.datetime) -> dict[str, Any]:
     """GitLab's ProjectHook entity, the fields that mean something here, in its order; then the error
     tracking events' own. The token and the custom headers' values are never shown."""
+    from chalicelib.hooks import disabling  # loaded by the hook routes only (cold starts)
+
     return {
         "id": int(item.hook_id),
         "url": item.url,

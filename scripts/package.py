@@ -175,33 +175,28 @@ def add_hooks_wiring(template_path: Path) -> None:
     }
     env["Variables"].pop("ERRORTRACKING_INGEST_URL", None)
     hooks["Properties"]["Environment"] = env
-    errors_alarm = copy.deepcopy(resources["LambdaErrorsAlarm"])
-    errors_alarm["Properties"]["AlarmDescription"] = (
-        "The webhooks Lambda failed (its batches are retried, then queued)."
+
+    def alarm(description: str, **properties: Any) -> dict[str, Any]:
+        """LambdaErrorsAlarm's copy (period, threshold, topic) watching the webhooks' function."""
+        made: dict[str, Any] = copy.deepcopy(resources["LambdaErrorsAlarm"])
+        made["Properties"]["Dimensions"] = [{"Name": "FunctionName", "Value": {"Ref": "Hooks"}}]
+        made["Properties"].update(AlarmDescription=description, **properties)
+        return made
+
+    resources["HooksErrorsAlarm"] = alarm("The webhooks Lambda failed (batches are retried, then queued).")
+    resources["HooksIteratorAgeAlarm"] = alarm(
+        "Webhooks lag more than 5 minutes behind the table's stream.",
+        MetricName="IteratorAge",
+        Statistic="Maximum",
+        Threshold=ITERATOR_AGE_ALARM_MS,
     )
-    errors_alarm["Properties"]["Dimensions"] = [{"Name": "FunctionName", "Value": {"Ref": "Hooks"}}]
-    resources["HooksErrorsAlarm"] = errors_alarm
-    lag = copy.deepcopy(errors_alarm)
-    lag["Properties"].update(
-        {
-            "AlarmDescription": "Webhooks lag more than 5 minutes behind the table's stream.",
-            "MetricName": "IteratorAge",
-            "Statistic": "Maximum",
-            "Threshold": ITERATOR_AGE_ALARM_MS,
-        }
+    resources["HooksFailedQueueAlarm"] = alarm(
+        "Stream records the webhooks gave up on are waiting in HooksFailedQueue.",
+        Namespace="AWS/SQS",
+        MetricName="ApproximateNumberOfMessagesVisible",
+        Statistic="Maximum",
+        Dimensions=[{"Name": "QueueName", "Value": {"Fn::GetAtt": ["HooksFailedQueue", "QueueName"]}}],
     )
-    resources["HooksIteratorAgeAlarm"] = lag
-    queued = copy.deepcopy(errors_alarm)
-    queued["Properties"].update(
-        {
-            "AlarmDescription": "Stream records the webhooks gave up on are waiting in HooksFailedQueue.",
-            "Namespace": "AWS/SQS",
-            "MetricName": "ApproximateNumberOfMessagesVisible",
-            "Statistic": "Maximum",
-            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["HooksFailedQueue", "QueueName"]}}],
-        }
-    )
-    resources["HooksFailedQueueAlarm"] = queued
     template.setdefault("Outputs", {})["HooksFailedQueueUrl"] = {"Value": {"Ref": "HooksFailedQueue"}}
     template_path.write_text(json.dumps(template, indent=2) + "\n")
 

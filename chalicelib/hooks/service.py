@@ -7,9 +7,11 @@ returned. A URL is checked when saved (chalicelib/urlsafety.py) and again at eac
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +48,6 @@ RESERVED_HEADERS = frozenset(
 # What an HTTP header carries as it is: visible ASCII, spaces and tabs (a token is sent in one).
 _HEADER_VALUE = re.compile(r"\A[\t\x20-\x7e]*\Z")
 _HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}\Z")  # an RFC 9110 token
-FIELDS = (
-    "url",
-    "name",
-    "description",
-    "token",
-    "enable_ssl_verification",
-    "custom_headers",
-    "error_tracking_events",
-    "payload_format",
-    "frequency_threshold",
-    "frequency_window",
-)
 
 
 @dataclass(frozen=True)
@@ -107,6 +97,9 @@ def _custom_headers(params: Params) -> list[tuple[str, str]] | None:
         params.problems.append(problem)
         return None
     return headers
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Change))  # what a request may change
 
 
 def parse_change(raw: dict[str, Any], *, creating: bool) -> Change:
@@ -214,25 +207,26 @@ def create(project: Project, change: Change) -> ProjectHook:
     return hook
 
 
-def update(hook: ProjectHook | None, change: Change) -> ProjectHook:
+def _existing(hook: ProjectHook | None, write: Callable[[ProjectHook], Any]) -> ProjectHook:
+    """``write(hook)`` (conditional on the hook still being there); GitLab's 404 when it is not."""
     if hook is None:
         raise errors.record_not_found()
-    _apply(hook, change)
     try:
-        hook.save(condition=ProjectHook.pk.exists())
-    except PutError as exc:
+        write(hook)
+    except (PutError, DeleteError) as exc:
         if models.condition_failed(exc):
             raise errors.record_not_found() from exc
         raise
     return hook
 
 
+def update(hook: ProjectHook | None, change: Change) -> ProjectHook:
+    def save(found: ProjectHook) -> None:
+        _apply(found, change)
+        found.save(condition=ProjectHook.pk.exists())
+
+    return _existing(hook, save)
+
+
 def delete(hook: ProjectHook | None) -> None:
-    if hook is None:
-        raise errors.record_not_found()
-    try:
-        hook.delete(condition=ProjectHook.pk.exists())
-    except DeleteError as exc:
-        if models.condition_failed(exc):
-            raise errors.record_not_found() from exc
-        raise
+    _existing(hook, lambda found: found.delete(condition=ProjectHook.pk.exists()))

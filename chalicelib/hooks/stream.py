@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import PutError
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 # no invocation for the records it filters out). `make run`'s stream pump applies the same one.
 ERROR_SORT_KEY = "error"
 STREAM_FILTER = {"dynamodb": {"Keys": {"sk": {"S": [ERROR_SORT_KEY]}}}}
-# Chalice wants the stream's ARN when app.py is imported; the stack's own takes its place at
-# packaging (scripts/package.py, the table's StreamArn).
-STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/errortracking/stream/set-by-make-package"
 CLAIM_MEMORY = dt.timedelta(days=7)  # longer than a stream keeps a record (24 hours)
 MAX_PARALLEL_HOOKS = 8  # within PynamoDB's pool of 10 connections
 
@@ -130,7 +127,6 @@ class Summary:
     sent: int = 0
     failed: int = 0
     skipped: int = 0  # claimed by an earlier try, or the hook is disabled
-    outcomes: list[tuple[int, str, delivery.Outcome]] = field(default_factory=list)
 
 
 def _window_state(
@@ -298,7 +294,6 @@ def _send_all(
             outcome = delivery.Outcome(False, None, f"could not be sent: {type(exc).__name__}", final=True)
         _settle(hook, planned.what, "sent" if outcome.ok else "failed")
         record_outcome(hook, outcome, now)
-        summary.outcomes.append((int(hook.hook_id), planned.trigger, outcome))
         if outcome.ok:
             summary.sent += 1
         else:
@@ -364,7 +359,6 @@ def _notify(
         summary.sent += result.sent
         summary.failed += result.failed
         summary.skipped += result.skipped
-        summary.outcomes += result.outcomes
 
 
 # A test from the API answers within the request (API Gateway's and the Lambda's time): one try.
