@@ -150,8 +150,9 @@ class Params:
         if isinstance(value, float) and value.is_integer():  # JSON's 243.0 is the integer 243
             value = int(value)
         text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        # Longer than any bound's digits is out of range (and int() refuses 4,300 digits and more).
-        if not (text.isascii() and text.isdigit()) or len(text) > 30 or not minimum <= int(text) <= maximum:
+        # Longer than any bound's digits is out of range (and int() refuses 4,300 digits and more);
+        # leading zeros are not digits of the value: "000086400" is 86400, as int() reads it.
+        if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 30 or not minimum <= int(text) <= maximum:
             self.problems.append(f"{name} is invalid")
             return None
         return int(text)

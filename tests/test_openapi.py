@@ -651,7 +651,10 @@ def test_stateful_links_reach_every_operation(demo: Target) -> None:
             "seed": 1,
             "cache": {"enabled": False},
             "auth": {"openapi": {"privateToken": {"api_key": demo.token}}},
-            "generation": {"database": "none", "with-security-parameters": False},
+            # Valid requests only: a link carries an id from a successful answer to the next call, which
+            # a request drawn to be refused never makes (the fuzzing phase above sends those). With
+            # both, most chains broke at their first call, and a linked PUT was reached by luck.
+            "generation": {"database": "none", "with-security-parameters": False, "mode": "positive"},
             "parameters": {
                 "path.id": str(demo.project_id),
                 "path.project_id": str(demo.project_id),
@@ -679,6 +682,10 @@ def test_stateful_links_reach_every_operation(demo: Target) -> None:
             return output
 
         def before_call(self, case: schemathesis.Case[Any]) -> None:
+            if case.operation.path.endswith("/errors") and isinstance(case.query, dict):
+                # A drawn search matches none of the errors, and an empty list links nowhere; the
+                # fuzzing phase sends searches, this one follows links from what the list shows.
+                case.query.pop("search", None)
             demo.prepare(case)
 
         def teardown(self) -> None:

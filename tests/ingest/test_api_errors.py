@@ -925,6 +925,16 @@ def test_patch_everything_at_once_as_json(ctx: Ctx) -> None:
     assert (reply.json["rate_limit_count"], reply.json["rate_limit_window"], reply.json["name"]) == (None, None, None)
 
 
+def test_leading_zeros_are_not_digits_of_the_value(ctx: Ctx) -> None:
+    """The document's pattern allows any run of digits: a zero-padded 86400 is 86400, and 31 digits
+    of value are out of range, however many zeros lead them."""
+    reply = ctx.patch_key(form={"rate_limit_count": "0" * 40 + "5", "rate_limit_window": "0" * 28 + "86400"})
+    assert reply.status == 200, reply.body
+    assert (reply.json["rate_limit_count"], reply.json["rate_limit_window"]) == (5, 86400)
+    reply = ctx.patch_key(form={"rate_limit_count": "0" * 5 + "1" * 31, "rate_limit_window": "60"})
+    assert (reply.status, reply.json) == (400, {"error": "rate_limit_count is invalid"}), reply.body
+
+
 def test_rate_limit_must_be_given_as_a_pair(ctx: Ctx) -> None:
     for form in (
         {"rate_limit_count": "10"},
